@@ -1,0 +1,46 @@
+# The two commands of the README: `make demo` and `make test`. Everything they need installs here.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3.12 || command -v python3)
+UV_VERSION := 0.13.9
+UV := .tools/bin/uv
+VENV := .venv
+export UV_PYTHON_DOWNLOADS := never
+export UV_PROJECT_ENVIRONMENT := $(VENV)
+
+.PHONY: demo test install system-deps test-system-deps services lint format check bench clean
+
+demo: install  ## install, then close last month against the built-in emulator (SQLite, files)
+	$(VENV)/bin/billing demo
+
+test: install test-system-deps services  ## install, start PostgreSQL and Redis if needed, lint, run every test
+	$(MAKE) --no-print-directory check
+	$(VENV)/bin/pytest
+
+install: system-deps $(UV)  ## the locked dependencies into .venv
+	$(UV) sync --frozen --python "$(PYTHON)"
+
+$(UV):
+	"$(PYTHON)" -m venv .tools
+	.tools/bin/pip install --quiet "uv==$(UV_VERSION)"
+
+system-deps:  ## the shared libraries WeasyPrint needs, from Debian's packages when missing
+	@scripts/install-system-deps.sh runtime
+
+test-system-deps:
+	@scripts/install-system-deps.sh test
+
+services:  ## start PostgreSQL and Redis when they are not running
+	@scripts/ensure-services.sh
+
+check:  ## ruff, formatting, mypy and the import-layer contracts
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy billing workers
+	$(VENV)/bin/lint-imports
+
+format:
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+clean:
+	rm -rf .tools $(VENV) statements billing.db billing.db-wal billing.db-shm .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,65 @@
+"""The one settings object, read from the environment (and .env) through get_settings()."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = PROJECT_ROOT / "examples"
+
+EmailBackendName = Literal["file", "console", "none"]
+
+
+def _env(name: str) -> AliasChoices:
+    return AliasChoices(name, name.lower())
+
+
+class Settings(BaseSettings):
+    """Every setting of the service; names are public contracts."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", populate_by_name=True
+    )
+
+    mka1_base_url: str = Field("https://apigw.mka1.com", validation_alias=_env("MKA1_BASE_URL"))
+    mka1_api_key: SecretStr | None = Field(None, validation_alias=_env("MKA1_API_KEY"))
+    mka1_on_behalf_of: str | None = Field(None, validation_alias=_env("MKA1_ON_BEHALF_OF"))
+    mka1_timeout_seconds: float = Field(30.0, gt=0, validation_alias=_env("MKA1_TIMEOUT_SECONDS"))
+    mka1_max_attempts: int = Field(5, ge=1, validation_alias=_env("MKA1_MAX_ATTEMPTS"))
+
+    database_url: str = Field("sqlite:///billing.db", validation_alias=_env("BILLING_DATABASE_URL"))
+    rate_cards: Path = Field(EXAMPLES / "ratecards", validation_alias=_env("BILLING_RATE_CARDS"))
+    orgs: Path = Field(EXAMPLES / "orgs.yaml", validation_alias=_env("BILLING_ORGS"))
+    output_dir: Path = Field(Path("statements"), validation_alias=_env("BILLING_OUTPUT_DIR"))
+    templates_dir: Path | None = Field(None, validation_alias=_env("BILLING_TEMPLATES_DIR"))
+    email_backend: EmailBackendName = Field("file", validation_alias=_env("BILLING_EMAIL_BACKEND"))
+    email_from: str = Field(
+        "MKA1 Billing <billing@mka1.example>", validation_alias=_env("BILLING_EMAIL_FROM")
+    )
+    broker_url: str | None = Field(None, validation_alias=_env("BILLING_BROKER_URL"))
+    locale: str = Field("en_US", validation_alias=_env("BILLING_LOCALE"))
+    issuer_name: str = Field("MKA1, Inc.", validation_alias=_env("BILLING_ISSUER_NAME"))
+    auto_migrate: bool = Field(True, validation_alias=_env("BILLING_AUTO_MIGRATE"))
+
+    @field_validator("mka1_base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("MKA1_BASE_URL must start with http:// or https://")
+        return value.rstrip("/")
+
+    @field_validator("broker_url", "mka1_on_behalf_of", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The settings of this process, read once."""
+    return Settings()

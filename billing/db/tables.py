@@ -1,0 +1,106 @@
+"""The tables of the ledger (SQLModel); Alembic migrations are generated from this metadata."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+
+from sqlalchemy import Column, ForeignKey, Index, Integer, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+from billing.db.types import ExactDecimal, UTCDateTime
+
+
+def _exact() -> Column[Decimal]:
+    return Column(ExactDecimal(), nullable=False)
+
+
+class BillingRun(SQLModel, table=True):
+    """One attempt to close a period: who started it, what it fetched, how it ended."""
+
+    __tablename__ = "billing_run"
+
+    id: int | None = Field(default=None, primary_key=True)
+    period: str = Field(max_length=7, index=True)
+    status: str = Field(max_length=16)
+    trigger: str = Field(max_length=32)
+    started_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    finished_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime()))
+    upstream_url: str = Field(max_length=500)
+    pages_fetched: int = 0
+    usage_results: int = 0
+    invoice_count: int = 0
+    results_without_memory: int = 0
+    error: str | None = Field(default=None, sa_column=Column(Text))
+
+
+class Invoice(SQLModel, table=True):
+    """One org's invoice for one period."""
+
+    __tablename__ = "invoice"
+    __table_args__ = (UniqueConstraint("org_id", "period", name="uq_invoice_org_period"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: int = Field(sa_column=Column(Integer, ForeignKey("billing_run.id"), nullable=False))
+    number: str = Field(max_length=32, unique=True)
+    org_id: str = Field(max_length=255, index=True)
+    org_name: str = Field(max_length=500)
+    contact_emails: str = Field(default="", sa_column=Column(Text, nullable=False))
+    period: str = Field(max_length=7, index=True)
+    currency: str = Field(max_length=3)
+    rate_card_id: str = Field(max_length=100)
+    rate_card_version: str = Field(max_length=10)
+    rate_card_hash: str = Field(max_length=64)
+    total: Decimal = Field(sa_column=_exact())
+    issued_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+
+
+class InvoiceCharge(SQLModel, table=True):
+    """An invoice's charge for one meter (or the minimum top-up), rounded to the minor unit."""
+
+    __tablename__ = "invoice_charge"
+    __table_args__ = (UniqueConstraint("invoice_id", "meter", name="uq_charge_invoice_meter"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    invoice_id: int = Field(
+        sa_column=Column(Integer, ForeignKey("invoice.id", ondelete="CASCADE"), nullable=False)
+    )
+    position: int
+    meter: str = Field(max_length=50)
+    description: str = Field(max_length=200)
+    unit: str = Field(max_length=20)
+    quantity: Decimal = Field(sa_column=_exact())
+    included: Decimal = Field(sa_column=_exact())
+    billable: Decimal = Field(sa_column=_exact())
+    pricing: str = Field(max_length=500)
+    amount: Decimal = Field(sa_column=_exact())
+
+
+class InvoiceLine(SQLModel, table=True):
+    """A meter charge's share for one API key and user (the chargeback grain)."""
+
+    __tablename__ = "invoice_line"
+    __table_args__ = (Index("ix_invoice_line_invoice", "invoice_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    invoice_id: int = Field(
+        sa_column=Column(Integer, ForeignKey("invoice.id", ondelete="CASCADE"), nullable=False)
+    )
+    meter: str = Field(max_length=50)
+    api_key_id: str | None = Field(default=None, max_length=255)
+    user_id: str | None = Field(default=None, max_length=255)
+    quantity: Decimal = Field(sa_column=_exact())
+    unit: str = Field(max_length=20)
+    amount: Decimal = Field(sa_column=_exact())
+
+
+class InvoiceNumberSequence(SQLModel, table=True):
+    """The last invoice number issued in a year; locked while numbers are handed out."""
+
+    __tablename__ = "invoice_number_sequence"
+
+    year: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    last_number: int = 0
+
+
+metadata = SQLModel.metadata

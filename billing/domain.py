@@ -1,0 +1,214 @@
+"""Plain domain data: usage records, rate cards, org accounts and rated invoices (no I/O)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import Decimal
+from fractions import Fraction
+
+MS_PER_HOUR = 3_600_000
+MIB_PER_GIB = 1024
+BYTES_PER_GIB = 2**30
+
+
+@dataclass(frozen=True, slots=True)
+class UsageRecord:
+    """One usage result of the upstream, flattened with its bucket."""
+
+    bucket_start: int
+    bucket_end: int
+    org_id: str
+    api_key_id: str | None
+    user_id: str | None
+    duration_ms: int = 0
+    reserved_memory_mib: int | None = None
+    peak_memory_mib: Decimal | None = None
+    workspace_bytes_in: int = 0
+    workspace_bytes_out: int = 0
+    num_sessions: int = 0
+    request_count: int = 0
+    num_operations: int = 0
+    files_changed_count: int = 0
+    oom_killed_count: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class MeterDefinition:
+    """A billable meter: the unit it is priced in and how its quantity comes from usage."""
+
+    name: str
+    unit: str
+    description: str
+    totals_field: str
+    divisor: int
+
+
+# Quantity of a meter = (exact integer or rational numerator summed over usage) / divisor.
+METERS: dict[str, MeterDefinition] = {
+    definition.name: definition
+    for definition in (
+        MeterDefinition("duration", "hour", "Session time", "duration_ms", MS_PER_HOUR),
+        MeterDefinition(
+            "memory", "gib_hour", "Reserved memory", "memory_mib_ms", MIB_PER_GIB * MS_PER_HOUR
+        ),
+        MeterDefinition(
+            "workspace_in", "gib", "Workspace data in", "workspace_bytes_in", BYTES_PER_GIB
+        ),
+        MeterDefinition(
+            "workspace_out", "gib", "Workspace data out", "workspace_bytes_out", BYTES_PER_GIB
+        ),
+    )
+}
+
+MINIMUM_CHARGE_METER = "minimum_charge"
+
+
+@dataclass(frozen=True, slots=True)
+class Tier:
+    """A graduated tier: quantity up to `up_to` (None: unbounded) at `unit_price`."""
+
+    up_to: Decimal | None
+    unit_price: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class MeterPrice:
+    """How a rate card prices one meter."""
+
+    meter: str
+    unit: str
+    unit_price: Decimal | None = None
+    tiers: tuple[Tier, ...] = ()
+    included: Decimal = Decimal(0)
+
+
+@dataclass(frozen=True, slots=True)
+class RateCard:
+    """One version of a rate card."""
+
+    id: str
+    currency: str
+    effective_from: date
+    meters: tuple[MeterPrice, ...]
+    minimum_charge: Decimal | None = None
+    source: str = ""
+    content_hash: str = ""
+
+    @property
+    def version(self) -> str:
+        return self.effective_from.isoformat()
+
+
+@dataclass(frozen=True, slots=True)
+class OrgAccount:
+    """An org as billing knows it; `listed` is False for orgs missing from the directory."""
+
+    org_id: str
+    name: str
+    emails: tuple[str, ...] = ()
+    rate_card_id: str | None = None
+    listed: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class UsageKey:
+    """Who used it: the cost-allocation grain below an org."""
+
+    api_key_id: str | None
+    user_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class AllocatedLine:
+    """A share of a meter charge allocated to one API key and user."""
+
+    key: UsageKey
+    quantity: Fraction
+    amount_minor: int
+
+
+@dataclass(frozen=True, slots=True)
+class MeterCharge:
+    """An org's charge for one meter in a period, rounded once, with its allocation."""
+
+    meter: str
+    unit: str
+    description: str
+    quantity: Fraction
+    included: Decimal
+    billable: Fraction
+    pricing: str
+    amount_minor: int
+    lines: tuple[AllocatedLine, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RatedInvoice:
+    """One org's priced period, before it is stored."""
+
+    org: OrgAccount
+    currency: str
+    rate_card: RateCard
+    charges: tuple[MeterCharge, ...]
+
+    @property
+    def total_minor(self) -> int:
+        return sum(charge.amount_minor for charge in self.charges)
+
+
+@dataclass(slots=True)
+class RatingReport:
+    """What rating noticed that finance should see."""
+
+    usage_results: int = 0
+    results_without_memory: int = 0
+    results_with_peak_only: int = 0
+    orgs_without_contact: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class StatementCharge:
+    """A stored meter charge as statements show it."""
+
+    meter: str
+    description: str
+    unit: str
+    quantity: Decimal
+    included: Decimal
+    billable: Decimal
+    pricing: str
+    amount: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class StatementLine:
+    """A stored allocation line as statements show it."""
+
+    meter: str
+    api_key_id: str | None
+    user_id: str | None
+    quantity: Decimal
+    unit: str
+    amount: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class Statement:
+    """Everything a PDF, CSV or email of one invoice needs, read back from the ledger."""
+
+    invoice_id: int
+    invoice_number: str
+    org_id: str
+    org_name: str
+    emails: tuple[str, ...]
+    period: str
+    period_start: datetime
+    period_end: datetime
+    currency: str
+    issued_at: datetime
+    rate_card_id: str
+    rate_card_version: str
+    charges: tuple[StatementCharge, ...]
+    lines: tuple[StatementLine, ...]
+    total: Decimal

@@ -1,0 +1,66 @@
+"""The exception tree: every expected failure is a BillingError with a one-line, actionable message.
+
+    BillingError                    expected failure; the CLI prints it as one line and exits 1
+    ├── ConfigError                 a setting, the org directory or a rate card is wrong
+    │   └── RateCardError           a rate card fails validation or no version applies
+    ├── PeriodError                 a period string is not YYYY-MM
+    ├── UsageError                  the usage upstream failed us
+    │   ├── UpstreamUnavailable     connect error, timeout, 5xx, 429 after retries  (retryable)
+    │   ├── UpstreamAuthError       401/403: the API key is missing or wrong
+    │   ├── UpstreamRejected        422 or another 4xx: the request was refused
+    │   └── UsageContractError      a page does not match the contract (names page and field)
+    ├── StorageError                the database refused a write or is behind on migrations
+    └── OutputError                 a statement or email could not be written
+
+Anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class BillingError(Exception):
+    """An expected failure with a message meant for the person running the close."""
+
+    retryable = False
+
+
+class ConfigError(BillingError):
+    """A setting, the org directory or a rate card is wrong."""
+
+
+class RateCardError(ConfigError):
+    """A rate card is invalid, or no version of it applies to the period."""
+
+
+class PeriodError(BillingError):
+    """A billing period could not be parsed."""
+
+
+class UsageError(BillingError):
+    """Fetching usage from the MKA1 API failed."""
+
+
+class UpstreamUnavailable(UsageError):
+    """The upstream could not be reached or kept failing; trying later may work."""
+
+    retryable = True
+
+
+class UpstreamAuthError(UsageError):
+    """The upstream refused our credentials."""
+
+
+class UpstreamRejected(UsageError):
+    """The upstream rejected the request (422 or another 4xx)."""
+
+
+class UsageContractError(UsageError):
+    """A usage page does not match the upstream contract."""
+
+
+class StorageError(BillingError):
+    """The database could not store the close."""
+
+
+class OutputError(BillingError):
+    """A statement, report or email file could not be written."""

@@ -1,0 +1,1 @@
+"""Statements and reports: PDF (Jinja2 + WeasyPrint), CSV, and the period summary."""

@@ -1,0 +1,72 @@
+"""Checks that the database, summary, CSV statements and PDFs of a period agree to the cent."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections import defaultdict
+from decimal import Decimal
+from pathlib import Path
+
+from pypdf import PdfReader
+from sqlalchemy import create_engine, text
+
+from billing.db.engine import normalise_url
+from billing.statements.formatting import money
+
+
+def database_totals(
+    database_url: str, period: str
+) -> dict[str, tuple[str, Decimal, Decimal, Decimal]]:
+    """org -> (invoice number, invoice total, sum of charges, sum of lines), summed in Python."""
+    engine = create_engine(normalise_url(database_url))
+    with engine.connect() as connection:
+        invoices = connection.execute(
+            text("SELECT id, org_id, number, total FROM invoice WHERE period = :p"), {"p": period}
+        ).all()
+        charge_sums: dict[int, Decimal] = defaultdict(Decimal)
+        for invoice_id, amount in connection.execute(
+            text("SELECT invoice_id, amount FROM invoice_charge")
+        ):
+            charge_sums[invoice_id] += Decimal(amount)
+        line_sums: dict[int, Decimal] = defaultdict(Decimal)
+        for invoice_id, amount in connection.execute(
+            text("SELECT invoice_id, amount FROM invoice_line")
+        ):
+            line_sums[invoice_id] += Decimal(amount)
+    engine.dispose()
+    return {
+        org: (number, Decimal(total), charge_sums[invoice_id], line_sums[invoice_id])
+        for invoice_id, org, number, total in invoices
+    }
+
+
+def assert_period_agrees(
+    database_url: str, folder: Path, period: str, locale: str = "en_US"
+) -> dict[str, Decimal]:
+    """Every format agrees with the database; returns the invoice total per org."""
+    db = database_totals(database_url, period)
+    assert db, "the period has no invoices"
+    summary = list(
+        csv.DictReader(io.StringIO((folder / "summary.csv").read_text(encoding="utf-8")))
+    )
+    assert {row["org_id"] for row in summary} == set(db)
+    currencies = {}
+    for row in summary:
+        number, total, charges, lines = db[row["org_id"]]
+        assert Decimal(row["total"]) == total == charges == lines, row["org_id"]
+        assert row["invoice_number"] == number
+        currencies[row["org_id"]] = row["currency"]
+        statement_rows = list(
+            csv.DictReader(
+                io.StringIO((folder / f"{row['org_id']}.csv").read_text(encoding="utf-8"))
+            )
+        )
+        assert sum((Decimal(r["BilledCost"]) for r in statement_rows), Decimal(0)) == total
+        assert {r["InvoiceId"] for r in statement_rows} == {number}
+        pdf_text = "".join(
+            page.extract_text() for page in PdfReader(folder / f"{row['org_id']}.pdf").pages
+        )
+        assert number in pdf_text
+        assert money(total, row["currency"], locale) in pdf_text
+    return {org: values[1] for org, values in db.items()}

@@ -1,0 +1,85 @@
+"""Shared fixtures: per-test settings, SQLite files, and throwaway PostgreSQL databases."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from billing.config import Settings
+
+PG_HOST = os.environ.get("BILLING_TEST_PG_HOST", "127.0.0.1")
+PG_PORT = int(os.environ.get("BILLING_TEST_PG_PORT", "5432"))
+
+
+def _pg_admin_user() -> str:
+    """The first of postgres/root that the trust-auth server accepts."""
+    errors = []
+    for user in ("postgres", "root"):
+        try:
+            with psycopg.connect(
+                host=PG_HOST, port=PG_PORT, user=user, dbname="postgres", connect_timeout=5
+            ):
+                return user
+        except psycopg.OperationalError as error:
+            errors.append(f"{user}: {error}")
+    raise RuntimeError(
+        "PostgreSQL is not reachable at "
+        f"{PG_HOST}:{PG_PORT} ({'; '.join(errors)}); run scripts/ensure-services.sh"
+    )
+
+
+@pytest.fixture(scope="session")
+def pg_server_url() -> Iterator[Callable[[], str]]:
+    """A factory of fresh throwaway databases on the real server; all dropped at session end."""
+    user = _pg_admin_user()
+    created: list[str] = []
+
+    def create() -> str:
+        name = f"billing_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+        with psycopg.connect(
+            host=PG_HOST, port=PG_PORT, user=user, dbname="postgres", autocommit=True
+        ) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        created.append(name)
+        return f"postgresql://{user}@{PG_HOST}:{PG_PORT}/{name}"
+
+    yield create
+    with psycopg.connect(
+        host=PG_HOST, port=PG_PORT, user=user, dbname="postgres", autocommit=True
+    ) as conn:
+        for name in created:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def pg_url(pg_server_url: Callable[[], str]) -> str:
+    """A fresh, empty PostgreSQL database for one test."""
+    return pg_server_url()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'billing.db'}"
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path) -> Callable[..., Settings]:
+    """Settings for a test: output under tmp_path, files backend, overrides by field name."""
+
+    def build(**overrides: object) -> Settings:
+        values: dict[str, object] = {
+            "database_url": f"sqlite:///{tmp_path / 'billing.db'}",
+            "output_dir": tmp_path / "statements",
+            "email_backend": "file",
+            "broker_url": None,
+            "mka1_max_attempts": 3,
+        }
+        values.update(overrides)
+        return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+    return build

@@ -1,0 +1,137 @@
+"""End to end: `billing emulator` and `billing close` as real processes over a real socket."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from billing.periods import BillingPeriod
+from tests.agreement import assert_period_agrees
+from tests.reference import expected_totals, fetch_raw_results
+
+BIN = Path(sys.executable).parent
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+PERIOD = BillingPeriod.parse("2026-10")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def emulator_url() -> Iterator[str]:
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            BIN / "billing",
+            "emulator",
+            "--port",
+            str(port),
+            "--orgs",
+            "7",
+            "--seed",
+            "11",
+            "--page-size",
+            "120",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                httpx.get(url + "/api/v1/sandbox/usage", timeout=1)
+                break
+            except httpx.TransportError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise RuntimeError("the emulator did not start") from None
+                time.sleep(0.1)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def run_billing(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(BIN / "billing"), *args],
+        env={**os.environ, **env},
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.mark.e2e
+@pytest.mark.postgres
+def test_cli_close_over_http_on_postgres(emulator_url: str, pg_url: str, tmp_path: Path) -> None:
+    env = {
+        "MKA1_BASE_URL": emulator_url,
+        "MKA1_API_KEY": "e2e-key",
+        "BILLING_DATABASE_URL": pg_url,
+        "BILLING_OUTPUT_DIR": str(tmp_path / "out"),
+        "BILLING_EMAIL_BACKEND": "file",
+    }
+    done = run_billing("close", "--period", str(PERIOD), env=env, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "Closed 2026-10: 7 invoices" in done.stdout
+    totals = assert_period_agrees(pg_url, tmp_path / "out" / "2026-10", "2026-10")
+    raw = fetch_raw_results(emulator_url, PERIOD.start_unix, PERIOD.end_unix)
+    assert totals == expected_totals(
+        raw, EXAMPLES / "ratecards", EXAMPLES / "orgs.yaml", PERIOD.first_day
+    )
+    again = run_billing("close", "--period", str(PERIOD), env=env, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert assert_period_agrees(pg_url, tmp_path / "out" / "2026-10", "2026-10") == totals
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (["close", "--period", "2026-13"], {}, "period 2026-13 is out of range"),
+        (
+            ["close", "--period", "2026-10"],
+            {"MKA1_BASE_URL": "http://127.0.0.1:9", "MKA1_MAX_ATTEMPTS": "1"},
+            "page 1",
+        ),
+        (
+            ["close", "--period", "2026-10"],
+            {"BILLING_RATE_CARDS": "/nonexistent"},
+            "rate-card folder not found",
+        ),
+        (["close", "--period", "2026-10"], {"MKA1_BASE_URL": "ftp://x"}, "setting MKA1_BASE_URL"),
+    ],
+)
+def test_expected_failures_are_one_line_and_exit_1(
+    tmp_path: Path, args: list[str], env: dict[str, str], message: str
+) -> None:
+    env = {
+        "BILLING_DATABASE_URL": f"sqlite:///{tmp_path / 'b.db'}",
+        "BILLING_OUTPUT_DIR": str(tmp_path),
+        **env,
+    }
+    done = run_billing(*args, env=env, cwd=tmp_path)
+    assert done.returncode == 1
+    lines = [
+        line
+        for line in done.stderr.splitlines()
+        if line.strip() and not line.startswith(("fetched", "WARNING"))
+    ]
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("error:")
+    assert message in lines[0]
+    assert "Traceback" not in done.stderr

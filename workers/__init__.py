@@ -1,0 +1,1 @@
+"""Celery entrypoints: the app, its schedule and thin tasks over billing.services."""
