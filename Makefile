@@ -7,7 +7,7 @@ VENV := .venv
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: demo test install system-deps test-system-deps services lint format check bench clean
+.PHONY: demo test install system-deps test-system-deps services lint format check bench bench-rating clean
 
 demo: install  ## install, then close last month against the built-in emulator (SQLite, files)
 	$(VENV)/bin/billing demo
@@ -37,6 +37,11 @@ check:  ## ruff, formatting, mypy and the import-layer contracts
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy billing workers
 	$(VENV)/bin/lint-imports
+
+bench: bench-rating  ## every benchmark; figures go to bench/results/
+
+bench-rating: install  ## rating of 1,000,000 usage rows on one core
+	$(VENV)/bin/python -m bench.rating
 
 format:
 	$(VENV)/bin/ruff format .

@@ -6,6 +6,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -13,11 +14,15 @@ from pydantic import SecretStr, ValidationError
 from rich.console import Console
 from rich.table import Table
 
+from billing.catalog import check_catalog, load_rate_cards
 from billing.config import Settings
 from billing.errors import BillingError, ConfigError
+from billing.money import minor_to_decimal, round_quantity
 from billing.periods import BillingPeriod
-from billing.services import CloseResult, close_period, open_database
+from billing.rating import describe_pricing
+from billing.services import CloseResult, close_period, open_database, quote_org
 from billing.statements import formatting
+from billing.usage.faults import FAULT_SPEC_HELP, FaultPlan
 
 app = typer.Typer(
     help="MKA1 billing: close a month of sandbox usage into invoices and statements.",
@@ -27,6 +32,8 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+ratecards_app = typer.Typer(help="Check and inspect rate cards.", no_args_is_help=True)
+app.add_typer(ratecards_app, name="ratecards")
 
 out = Console()
 err = Console(stderr=True)
@@ -99,13 +106,30 @@ def emulator(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     page_size: Annotated[int, typer.Option(min=1, help="Usage results per page.")] = 500,
     api_key: Annotated[str | None, typer.Option(help="Require this bearer token.")] = None,
+    latency: Annotated[
+        float, typer.Option(min=0, help="Seconds to wait before every response.")
+    ] = 0.0,
+    fault: Annotated[
+        list[str] | None, typer.Option(help=f"Inject a fault; repeatable. {FAULT_SPEC_HELP}")
+    ] = None,
+    retry_after: Annotated[
+        str, typer.Option(help="Retry-After of injected 429/503: seconds or an HTTP date.")
+    ] = "1",
 ) -> None:
-    """Serve a local emulator of the MKA1 usage API with deterministic synthetic usage."""
+    """Serve a local emulator of the MKA1 usage API with deterministic synthetic usage.
+
+    With --latency or --fault it misbehaves on purpose, e.g. --fault 503@2x3 --fault drop@2.
+    """
     from billing.usage.emulator import SyntheticUsage, UsageEmulator, serve_emulator
 
-    server = serve_emulator(
-        UsageEmulator(SyntheticUsage(orgs, seed), page_size=page_size, api_key=api_key), host, port
+    try:
+        faults = FaultPlan.from_specs(fault or [], latency, retry_after)
+    except ValueError as problem:
+        raise typer.BadParameter(str(problem), param_hint="--fault") from None
+    usage_emulator = UsageEmulator(
+        SyntheticUsage(orgs, seed), page_size=page_size, api_key=api_key, faults=faults
     )
+    server = serve_emulator(usage_emulator, host, port)
     bound_host, bound_port = server.server_address[:2]
     out.print(f"usage emulator for {orgs} orgs (seed {seed}) on http://{bound_host!s}:{bound_port}")
     try:
@@ -140,6 +164,91 @@ def demo(
             settings, chosen, trigger="demo", progress=lambda text: err.print(f"[dim]{text}[/dim]")
         )
     print_result(result, settings)
+
+
+@ratecards_app.command("check")
+def ratecards_check(
+    path: Annotated[
+        Path | None, typer.Argument(help="Rate-card folder (default: BILLING_RATE_CARDS).")
+    ] = None,
+    orgs: Annotated[
+        Path | None, typer.Option(help="Org directory (default: BILLING_ORGS).")
+    ] = None,
+) -> None:
+    """Validate every rate card and the org directory; list each problem with file and line."""
+    settings = load_settings()
+    cards_folder = path or settings.rate_cards
+    problems = check_catalog(cards_folder, orgs or settings.orgs)
+    for problem in problems:
+        err.print(problem, highlight=False, soft_wrap=True, markup=False)
+    if problems:
+        raise ConfigError(f"{len(problems)} problem(s) in the rate cards or the org directory")
+    catalog = load_rate_cards(cards_folder)
+    out.print(f"ok: {len(catalog.cards)} rate-card versions of {len(catalog.ids())} cards")
+
+
+@ratecards_app.command("show")
+def ratecards_show(
+    card_id: Annotated[str, typer.Argument(metavar="ID", help="The rate card id.")],
+    period: Annotated[str, typer.Option("--period", help="The month, YYYY-MM.")],
+) -> None:
+    """Print the version of a card that applies to a month, and its prices."""
+    settings = load_settings()
+    card = load_rate_cards(settings.rate_cards).card_for(
+        card_id, BillingPeriod.parse(period), "(ratecards show)"
+    )
+    until = f" until {card.effective_until}" if card.effective_until else ""
+    out.print(
+        f"rate card {card.id} version {card.version}{until} ({card.currency}) from {card.source}"
+    )
+    table = Table()
+    for column in ("charge", "meter", "session kind", "included", "price"):
+        table.add_column(column)
+    for price in card.meters:
+        table.add_row(
+            price.name,
+            price.meter,
+            price.session_kind or "any",
+            str(price.included),
+            describe_pricing(price),
+        )
+    out.print(table)
+    if card.minimum_charge is not None:
+        out.print(f"minimum charge per org and period: {card.minimum_charge} {card.currency}")
+
+
+@app.command()
+def quote(
+    period: Annotated[str, typer.Option("--period", help="The month, YYYY-MM.")],
+    org: Annotated[str, typer.Option("--org", help="The org id.")],
+) -> None:
+    """Price one org's usage for a month without storing anything (a dry run)."""
+    settings = load_settings()
+    invoice, report = quote_org(settings, BillingPeriod.parse(period), org)
+    if invoice is None:
+        out.print(f"org {org} has no usage in {period}: nothing to bill")
+        return
+    currency = invoice.currency
+    table = Table(
+        title=f"Quote for {org} ({invoice.org.name}), {period}: "
+        f"rate card {invoice.rate_card.id}@{invoice.rate_card.version}"
+    )
+    for column in ("charge", "quantity", "billable", "price", "amount"):
+        table.add_column(column, justify="left" if column in ("charge", "price") else "right")
+    for charge in invoice.charges:
+        table.add_row(
+            charge.description,
+            f"{round_quantity(charge.quantity, 4)} {charge.unit}",
+            str(round_quantity(charge.billable, 4)),
+            charge.pricing,
+            formatting.money(
+                minor_to_decimal(charge.amount_minor, currency), currency, settings.locale
+            ),
+        )
+    total = minor_to_decimal(invoice.total_minor, currency)
+    table.add_row("Total", "", "", "", formatting.money(total, currency, settings.locale))
+    out.print(table)
+    out.print(f"{report.usage_results} usage results; nothing was stored")
 
 
 @db_app.command("upgrade")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
@@ -31,17 +32,35 @@ class UsageRecord:
     num_operations: int = 0
     files_changed_count: int = 0
     oom_killed_count: int = 0
+    session_kind: str | None = None
+
+
+# The exact numerators rating sums per org, API key, user and session kind, in this order.
+TOTALS_FIELDS = (
+    "duration_ms",
+    "memory_mib_ms",
+    "peak_memory_mib_ms",
+    "workspace_bytes_in",
+    "workspace_bytes_out",
+    "num_sessions",
+    "request_count",
+    "num_operations",
+)
 
 
 @dataclass(frozen=True, slots=True)
 class MeterDefinition:
-    """A billable meter: the unit it is priced in and how its quantity comes from usage."""
+    """A measured quantity: its unit and how it comes from the summed usage numerators."""
 
     name: str
     unit: str
     description: str
     totals_field: str
     divisor: int
+
+    @property
+    def totals_index(self) -> int:
+        return TOTALS_FIELDS.index(self.totals_field)
 
 
 # Quantity of a meter = (exact integer or rational numerator summed over usage) / divisor.
@@ -53,20 +72,31 @@ METERS: dict[str, MeterDefinition] = {
             "memory", "gib_hour", "Reserved memory", "memory_mib_ms", MIB_PER_GIB * MS_PER_HOUR
         ),
         MeterDefinition(
+            "peak_memory",
+            "gib_hour",
+            "Peak memory",
+            "peak_memory_mib_ms",
+            MIB_PER_GIB * MS_PER_HOUR,
+        ),
+        MeterDefinition(
             "workspace_in", "gib", "Workspace data in", "workspace_bytes_in", BYTES_PER_GIB
         ),
         MeterDefinition(
             "workspace_out", "gib", "Workspace data out", "workspace_bytes_out", BYTES_PER_GIB
         ),
+        MeterDefinition("sessions", "session", "Sessions", "num_sessions", 1),
+        MeterDefinition("requests", "request", "Requests", "request_count", 1),
+        MeterDefinition("operations", "operation", "Operations", "num_operations", 1),
     )
 }
 
+SESSION_KINDS = ("standard", "browser")
 MINIMUM_CHARGE_METER = "minimum_charge"
 
 
 @dataclass(frozen=True, slots=True)
 class Tier:
-    """A graduated tier: quantity up to `up_to` (None: unbounded) at `unit_price`."""
+    """A tier: quantity up to `up_to` (None: unbounded) at `unit_price`."""
 
     up_to: Decimal | None
     unit_price: Decimal
@@ -74,13 +104,25 @@ class Tier:
 
 @dataclass(frozen=True, slots=True)
 class MeterPrice:
-    """How a rate card prices one meter."""
+    """How a rate card prices one charge: which meter it measures and the charge model.
 
+    Exactly one model: `unit_price`, `tiers` (graduated or volume by `tier_mode`), or
+    `package_size` with `package_price`.
+    """
+
+    name: str
     meter: str
     unit: str
     unit_price: Decimal | None = None
     tiers: tuple[Tier, ...] = ()
+    tier_mode: str = "graduated"
+    package_size: Decimal | None = None
+    package_price: Decimal | None = None
     included: Decimal = Decimal(0)
+    minimum: Decimal | None = None
+    maximum: Decimal | None = None
+    session_kind: str | None = None
+    description: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,12 +134,17 @@ class RateCard:
     effective_from: date
     meters: tuple[MeterPrice, ...]
     minimum_charge: Decimal | None = None
+    effective_until: date | None = None
     source: str = ""
     content_hash: str = ""
 
     @property
     def version(self) -> str:
         return self.effective_from.isoformat()
+
+    @property
+    def needs_session_kind(self) -> bool:
+        return any(price.session_kind for price in self.meters)
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +156,9 @@ class OrgAccount:
     emails: tuple[str, ...] = ()
     rate_card_id: str | None = None
     listed: bool = True
+    discount_percent: Decimal | None = None
+    minimum_commitment: Decimal | None = None
+    overrides: Mapping[str, Mapping[str, object]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

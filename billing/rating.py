@@ -1,16 +1,18 @@
-"""Pure rating: aggregate usage exactly, price each org's meters, allocate to API keys and users."""
+"""Pure rating: sum usage exactly, price each org's charges, allocate them to keys and users."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import math
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from decimal import Decimal
+from decimal import Decimal, localcontext
 from fractions import Fraction
 from typing import Protocol
 
 from billing.domain import (
     METERS,
     MINIMUM_CHARGE_METER,
+    TOTALS_FIELDS,
     AllocatedLine,
     MeterCharge,
     MeterPrice,
@@ -22,59 +24,63 @@ from billing.domain import (
     UsageKey,
     UsageRecord,
 )
-from billing.money import allocate_largest_remainder, round_to_minor_units
+from billing.errors import RateCardError
+from billing.money import WIDE, allocate_largest_remainder, round_to_minor_units
 
-
-@dataclass(slots=True)
-class UsageTotals:
-    """Exact integer (or rational) numerators of every meter for one org, API key and user."""
-
-    duration_ms: int = 0
-    memory_mib_ms: int | Fraction = 0
-    workspace_bytes_in: int = 0
-    workspace_bytes_out: int = 0
-    num_sessions: int = 0
-    request_count: int = 0
-    num_operations: int = 0
-    oom_killed_count: int = 0
+# (api_key_id, user_id, session_kind): the grain rating sums at.
+TotalsKey = tuple[str | None, str | None, str | None]
+Totals = list[int | Decimal]
+_DURATION, _MEMORY, _PEAK, _BYTES_IN, _BYTES_OUT, _SESSIONS, _REQUESTS, _OPERATIONS = range(
+    len(TOTALS_FIELDS)
+)
 
 
 @dataclass(slots=True)
 class UsageAggregate:
-    """A period's usage summed per org and (API key, user); fed page by page, never row-stored."""
+    """A period's usage summed per org and (API key, user, session kind); rows are not kept.
 
-    by_org: dict[str, dict[UsageKey, UsageTotals]] = field(default_factory=dict)
+    Numerators stay exact: integers, or Decimals (from peak memory) summed in a wide context.
+    """
+
+    by_org: dict[str, dict[TotalsKey, Totals]] = field(default_factory=dict)
     report: RatingReport = field(default_factory=RatingReport)
 
     def add(self, record: UsageRecord) -> None:
-        keys = self.by_org.setdefault(record.org_id, {})
-        key = UsageKey(record.api_key_id, record.user_id)
+        keys = self.by_org.get(record.org_id)
+        if keys is None:
+            keys = self.by_org[record.org_id] = {}
+        key = (record.api_key_id, record.user_id, record.session_kind)
         totals = keys.get(key)
         if totals is None:
-            totals = keys[key] = UsageTotals()
-        totals.duration_ms += record.duration_ms
-        if record.reserved_memory_mib is not None:
-            totals.memory_mib_ms += record.reserved_memory_mib * record.duration_ms
-        elif record.peak_memory_mib is not None:
-            totals.memory_mib_ms += Fraction(record.peak_memory_mib) * record.duration_ms
+            totals = keys[key] = [0] * len(TOTALS_FIELDS)
+        duration = record.duration_ms
+        reserved = record.reserved_memory_mib
+        peak = record.peak_memory_mib
+        totals[_DURATION] += duration
+        if reserved is not None:
+            totals[_MEMORY] += reserved * duration
+            totals[_PEAK] += (peak if peak is not None else reserved) * duration
+        elif peak is not None:
+            totals[_MEMORY] += peak * duration
+            totals[_PEAK] += peak * duration
             self.report.results_with_peak_only += 1
         else:
             self.report.results_without_memory += 1
-        totals.workspace_bytes_in += record.workspace_bytes_in
-        totals.workspace_bytes_out += record.workspace_bytes_out
-        totals.num_sessions += record.num_sessions
-        totals.request_count += record.request_count
-        totals.num_operations += record.num_operations
-        totals.oom_killed_count += record.oom_killed_count
+        totals[_BYTES_IN] += record.workspace_bytes_in
+        totals[_BYTES_OUT] += record.workspace_bytes_out
+        totals[_SESSIONS] += record.num_sessions
+        totals[_REQUESTS] += record.request_count
+        totals[_OPERATIONS] += record.num_operations
         self.report.usage_results += 1
 
     def add_all(self, records: Iterable[UsageRecord]) -> None:
-        for record in records:
-            self.add(record)
+        with localcontext(WIDE):
+            for record in records:
+                self.add(record)
 
 
 class CardResolver(Protocol):
-    """Finds the rate card (version) that prices an org in a period."""
+    """Finds the rate card (version, with the org's overrides) that prices an org."""
 
     def __call__(self, account: OrgAccount) -> RateCard: ...
 
@@ -101,67 +107,148 @@ def graduated_charge(tiers: Iterable[Tier], quantity: Fraction) -> Fraction:
     return charge
 
 
-def exact_meter_charge(price: MeterPrice, billable: Fraction) -> Fraction:
-    """The unrounded charge for a billable quantity under a meter's pricing model."""
+def volume_charge(tiers: Iterable[Tier], quantity: Fraction) -> Fraction:
+    """The whole quantity at the price of the tier it reaches (a bound belongs to its tier)."""
+    for tier in tiers:
+        if tier.up_to is None or quantity <= Fraction(tier.up_to):
+            return quantity * Fraction(tier.unit_price)
+    raise ValueError("tiers must end with an unbounded tier")
+
+
+def package_charge(package_size: Decimal, package_price: Decimal, quantity: Fraction) -> Fraction:
+    """Quantity rounded up to whole packages, each at the package price."""
+    packages = math.ceil(quantity / Fraction(package_size))
+    return packages * Fraction(package_price)
+
+
+def model_charge(price: MeterPrice, billable: Fraction) -> Fraction:
+    """The unrounded charge of a billable quantity under the price's charge model."""
     if price.tiers:
+        if price.tier_mode == "volume":
+            return volume_charge(price.tiers, billable)
         return graduated_charge(price.tiers, billable)
+    if price.package_size is not None and price.package_price is not None:
+        return package_charge(price.package_size, price.package_price, billable)
     assert price.unit_price is not None
     return billable * Fraction(price.unit_price)
 
 
-def describe_pricing(price: MeterPrice) -> str:
-    """A short human description of a meter's price, e.g. "0.12 / hour"."""
-    if not price.tiers:
-        return f"{price.unit_price} / {price.unit}"
-    parts = []
-    lower = Decimal(0)
-    for tier in price.tiers:
-        if tier.up_to is None:
-            parts.append(f"{tier.unit_price} above {lower}")
-        else:
-            parts.append(f"{tier.unit_price} to {tier.up_to}")
-            lower = tier.up_to
-    return "; ".join(parts) + f" / {price.unit}"
+def exact_meter_charge(
+    price: MeterPrice, billable: Fraction, discount_percent: Decimal | None = None
+) -> Fraction:
+    """Model charge, held within the meter's minimum and maximum, less the org's discount."""
+    charge = model_charge(price, billable)
+    if price.minimum is not None:
+        charge = max(charge, Fraction(price.minimum))
+    if price.maximum is not None:
+        charge = min(charge, Fraction(price.maximum))
+    if discount_percent:
+        charge = charge * (100 - Fraction(discount_percent)) / 100
+    return charge
+
+
+def describe_pricing(price: MeterPrice, discount_percent: Decimal | None = None) -> str:
+    """A short human description of a charge's price, e.g. "0.12 / hour"."""
+    unit = price.unit
+    if price.tiers:
+        parts = []
+        lower = Decimal(0)
+        for tier in price.tiers:
+            if tier.up_to is None:
+                parts.append(f"{tier.unit_price} above {lower}")
+            else:
+                parts.append(f"{tier.unit_price} to {tier.up_to}")
+                lower = tier.up_to
+        mode = "volume: " if price.tier_mode == "volume" else ""
+        text = mode + "; ".join(parts) + f" / {unit}"
+    elif price.package_size is not None:
+        text = f"{price.package_price} per {price.package_size} {unit}"
+    else:
+        text = f"{price.unit_price} / {unit}"
+    if price.minimum is not None:
+        text += f", min {price.minimum}"
+    if price.maximum is not None:
+        text += f", max {price.maximum}"
+    if discount_percent:
+        text += f", less {discount_percent}%"
+    return text
 
 
 def _allocation_order(key: UsageKey) -> tuple[bool, str, bool, str]:
     return (key.api_key_id is None, key.api_key_id or "", key.user_id is None, key.user_id or "")
 
 
-def rate_meter(price: MeterPrice, usage: dict[UsageKey, UsageTotals], currency: str) -> MeterCharge:
-    """Price one meter for one org: exact quantity, one half-up rounding, exact split."""
+def _numerators(
+    price: MeterPrice, usage: Mapping[TotalsKey, Totals], org_id: str
+) -> dict[UsageKey, Fraction]:
+    """The meter's exact numerator per (API key, user), limited to its session kind if any."""
+    index = METERS[price.meter].totals_index
+    numerators: dict[UsageKey, Fraction] = {}
+    for (api_key_id, user_id, session_kind), totals in usage.items():
+        if price.session_kind is not None:
+            if session_kind is None:
+                raise RateCardError(
+                    f"org {org_id}: charge {price.name!r} is for {price.session_kind} sessions "
+                    "but the usage was fetched without session_kind"
+                )
+            if session_kind != price.session_kind:
+                continue
+        value = totals[index]
+        if value:
+            key = UsageKey(api_key_id, user_id)
+            numerators[key] = numerators.get(key, Fraction(0)) + Fraction(value)
+    return numerators
+
+
+def rate_meter(
+    price: MeterPrice,
+    usage: Mapping[TotalsKey, Totals],
+    currency: str,
+    *,
+    org_id: str = "",
+    discount_percent: Decimal | None = None,
+) -> MeterCharge:
+    """Price one charge for one org: exact quantity, one half-up rounding, exact split."""
     definition = METERS[price.meter]
-    numerators = {
-        key: Fraction(getattr(totals, definition.totals_field)) for key, totals in usage.items()
-    }
-    keys = sorted((key for key, value in numerators.items() if value), key=_allocation_order)
-    quantity = sum((numerators[key] for key in keys), Fraction(0)) / definition.divisor
+    numerators = _numerators(price, usage, org_id)
+    keys = sorted(numerators, key=_allocation_order)
+    quantity = sum(numerators.values(), Fraction(0)) / definition.divisor
     billable = max(Fraction(0), quantity - Fraction(price.included))
-    amount_minor = round_to_minor_units(exact_meter_charge(price, billable), currency)
-    shares = allocate_largest_remainder(amount_minor, [numerators[key] for key in keys])
-    lines = tuple(
-        AllocatedLine(key, numerators[key] / definition.divisor, share)
-        for key, share in zip(keys, shares, strict=True)
-    )
+    exact = exact_meter_charge(price, billable, discount_percent)
+    amount_minor = round_to_minor_units(exact, currency)
+    if keys:
+        shares = allocate_largest_remainder(amount_minor, [numerators[key] for key in keys])
+        lines = tuple(
+            AllocatedLine(key, numerators[key] / definition.divisor, share)
+            for key, share in zip(keys, shares, strict=True)
+        )
+    elif amount_minor:
+        lines = (AllocatedLine(UsageKey(None, None), Fraction(0), amount_minor),)
+    else:
+        lines = ()
+    description = price.description or definition.description
+    if price.session_kind and not price.description:
+        description += f" ({price.session_kind})"
     return MeterCharge(
-        meter=price.meter,
+        meter=price.name,
         unit=price.unit,
-        description=definition.description,
+        description=description,
         quantity=quantity,
         included=price.included,
         billable=billable,
-        pricing=describe_pricing(price),
+        pricing=describe_pricing(price, discount_percent),
         amount_minor=amount_minor,
         lines=lines,
     )
 
 
-def minimum_top_up(card: RateCard, usage_total_minor: int) -> MeterCharge | None:
-    """A charge that lifts an org's total to the card's minimum, or None when it is met."""
-    if card.minimum_charge is None:
+def minimum_top_up(
+    minimum: Decimal | None, currency: str, usage_total_minor: int
+) -> MeterCharge | None:
+    """A charge that lifts an org's total to its minimum, or None when it is met."""
+    if minimum is None:
         return None
-    minimum_minor = round_to_minor_units(card.minimum_charge, card.currency)
-    shortfall = minimum_minor - usage_total_minor
+    shortfall = round_to_minor_units(minimum, currency) - usage_total_minor
     if shortfall <= 0:
         return None
     return MeterCharge(
@@ -171,18 +258,32 @@ def minimum_top_up(card: RateCard, usage_total_minor: int) -> MeterCharge | None
         quantity=Fraction(1),
         included=Decimal(0),
         billable=Fraction(1),
-        pricing=f"minimum {card.minimum_charge} per period",
+        pricing=f"minimum {minimum} per period",
         amount_minor=shortfall,
         lines=(AllocatedLine(UsageKey(None, None), Fraction(1), shortfall),),
     )
 
 
 def rate_org(
-    account: OrgAccount, card: RateCard, usage: dict[UsageKey, UsageTotals]
+    account: OrgAccount, card: RateCard, usage: Mapping[TotalsKey, Totals]
 ) -> RatedInvoice:
-    """Price every meter of the card for one org, then apply the minimum charge."""
-    charges = [rate_meter(price, usage, card.currency) for price in card.meters]
-    top_up = minimum_top_up(card, sum(charge.amount_minor for charge in charges))
+    """Price every charge of the card for one org, then apply its minimum."""
+    charges = [
+        rate_meter(
+            price,
+            usage,
+            card.currency,
+            org_id=account.org_id,
+            discount_percent=account.discount_percent,
+        )
+        for price in card.meters
+    ]
+    minimum = (
+        account.minimum_commitment
+        if account.minimum_commitment is not None
+        else card.minimum_charge
+    )
+    top_up = minimum_top_up(minimum, card.currency, sum(c.amount_minor for c in charges))
     if top_up is not None:
         charges.append(top_up)
     return RatedInvoice(org=account, currency=card.currency, rate_card=card, charges=tuple(charges))

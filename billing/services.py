@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from billing.catalog import (
     load_org_directory,
     load_rate_cards,
 )
+from billing.catalog.loader import card_for_account
 from billing.config import Settings
 from billing.db.engine import make_engine, upgrade_schema
 from billing.db.repository import (
@@ -28,11 +30,11 @@ from billing.db.repository import (
     replace_period_invoices,
     start_run,
 )
-from billing.domain import OrgAccount, RateCard, RatingReport, Statement
+from billing.domain import OrgAccount, RateCard, RatedInvoice, RatingReport, Statement
 from billing.errors import BillingError
 from billing.mail import StatementDocuments, build_statement_email, email_backend
 from billing.periods import BillingPeriod
-from billing.rating import UsageAggregate, rate_period
+from billing.rating import UsageAggregate, rate_org, rate_period
 from billing.statements.csv_files import statement_csv, summary_csv
 from billing.statements.files import period_folder, safe_stem, write_atomically
 from billing.statements.pdf import StatementRenderer
@@ -70,9 +72,14 @@ class Pricing:
         return self.directory.account_for(org_id)
 
     def card_for(self, account: OrgAccount) -> RateCard:
-        return self.catalog.card_for(
-            self.directory.rate_card_id(account), self.period, account.org_id
-        )
+        return card_for_account(self.catalog, self.directory, account, self.period)
+
+    def usage_query(self, org_ids: tuple[str, ...] = ()) -> UsageQuery:
+        """The fetch this pricing needs: by session kind too when a card prices by kind."""
+        query = UsageQuery.for_period(self.period, org_ids=org_ids)
+        if any(card.needs_session_kind for card in self.catalog.cards):
+            query = dataclasses.replace(query, group_by=(*query.group_by, "session_kind"))
+        return query
 
 
 def load_pricing(settings: Settings, period: BillingPeriod) -> Pricing:
@@ -109,16 +116,39 @@ def http_client(settings: Settings) -> httpx.Client:
 
 
 def fetch_usage(
-    client: UsageClient, period: BillingPeriod, progress: Progress
+    client: UsageClient, query: UsageQuery, progress: Progress
 ) -> tuple[UsageAggregate, int]:
-    """Stream every usage page of the period into exact per-org totals."""
+    """Stream every usage page of a query into exact per-org totals."""
     aggregate = UsageAggregate()
     pages = 0
-    for page in client.iter_pages(UsageQuery.for_period(period)):
+    for page in client.iter_pages(query):
         aggregate.add_all(page.records)
         pages = page.number
         progress(f"fetched usage page {page.number} ({len(page.records)} results)")
     return aggregate, pages
+
+
+def quote_org(
+    settings: Settings,
+    period: BillingPeriod,
+    org_id: str,
+    *,
+    http: httpx.Client | None = None,
+) -> tuple[RatedInvoice | None, RatingReport]:
+    """Price one org's usage for a period without storing anything (the dry run before a close)."""
+    pricing = load_pricing(settings, period)
+    client_http = http or http_client(settings)
+    try:
+        client = usage_client(settings, client_http)
+        aggregate, _pages = fetch_usage(client, pricing.usage_query((org_id,)), log.debug)
+    finally:
+        if http is None:
+            client_http.close()
+    usage = aggregate.by_org.get(org_id)
+    if usage is None:
+        return None, aggregate.report
+    account = pricing.account_for(org_id)
+    return rate_org(account, pricing.card_for(account), usage), aggregate.report
 
 
 def render_documents(renderer: StatementRenderer, statement: Statement) -> StatementDocuments:
@@ -157,7 +187,7 @@ def close_period(
         owned_http = http is None
         http = http or http_client(settings)
         try:
-            aggregate, pages = fetch_usage(usage_client(settings, http), period, say)
+            aggregate, pages = fetch_usage(usage_client(settings, http), pricing.usage_query(), say)
         finally:
             if owned_http:
                 http.close()

@@ -15,7 +15,7 @@ import pytest
 
 from billing.periods import BillingPeriod
 from tests.agreement import assert_period_agrees
-from tests.reference import expected_totals, fetch_raw_results
+from tests.reference import cards_need_session_kind, expected_totals, fetch_raw_results
 
 BIN = Path(sys.executable).parent
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -89,7 +89,12 @@ def test_cli_close_over_http_on_postgres(emulator_url: str, pg_url: str, tmp_pat
     assert done.returncode == 0, done.stderr
     assert "Closed 2026-10: 7 invoices" in done.stdout
     totals = assert_period_agrees(pg_url, tmp_path / "out" / "2026-10", "2026-10")
-    raw = fetch_raw_results(emulator_url, PERIOD.start_unix, PERIOD.end_unix)
+    raw = fetch_raw_results(
+        emulator_url,
+        PERIOD.start_unix,
+        PERIOD.end_unix,
+        by_session_kind=cards_need_session_kind(EXAMPLES / "ratecards"),
+    )
     assert totals == expected_totals(
         raw, EXAMPLES / "ratecards", EXAMPLES / "orgs.yaml", PERIOD.first_day
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email
 from collections.abc import Callable
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -13,11 +14,12 @@ from sqlalchemy import create_engine, text
 from billing.config import Settings
 from billing.db.engine import normalise_url
 from billing.errors import UpstreamAuthError, UpstreamUnavailable
+from billing.money import minor_to_decimal
 from billing.periods import BillingPeriod
-from billing.services import close_period
+from billing.services import close_period, quote_org
 from billing.usage.emulator import running_emulator
 from tests.agreement import assert_period_agrees
-from tests.reference import expected_totals, fetch_raw_results
+from tests.reference import cards_need_session_kind, expected_totals, fetch_raw_results
 
 PERIOD = BillingPeriod.parse("2026-10")
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -46,7 +48,12 @@ def test_close_agrees_everywhere_and_matches_the_hand_computation(
             database_url=database_url, mka1_base_url=base_url, mka1_api_key=SecretStr("t")
         )
         result = close_period(settings, PERIOD)
-        raw = fetch_raw_results(base_url, PERIOD.start_unix, PERIOD.end_unix)
+        raw = fetch_raw_results(
+            base_url,
+            PERIOD.start_unix,
+            PERIOD.end_unix,
+            by_session_kind=cards_need_session_kind(EXAMPLES / "ratecards"),
+        )
     assert result.pages_fetched > 3
     assert len(result.statements) == 9
     totals = assert_period_agrees(database_url, result.folder, str(PERIOD))
@@ -121,3 +128,58 @@ def test_wrong_api_key_stops_the_close(
         with pytest.raises(UpstreamAuthError, match="MKA1_API_KEY"):
             close_period(settings, PERIOD)
     assert count(sqlite_url, "invoice") == 0
+
+
+def stored_rows(database_url: str) -> list[tuple[object, ...]]:
+    """Every charge and line of the ledger as exact Decimals, in a stable order."""
+    engine = create_engine(normalise_url(database_url))
+    with engine.connect() as connection:
+        charges = connection.execute(
+            text(
+                "SELECT i.org_id, c.meter, c.quantity, c.billable, c.amount FROM invoice_charge c "
+                "JOIN invoice i ON i.id = c.invoice_id"
+            )
+        ).all()
+        lines = connection.execute(
+            text(
+                "SELECT i.org_id, l.meter, l.api_key_id, l.user_id, l.quantity, l.amount "
+                "FROM invoice_line l JOIN invoice i ON i.id = l.invoice_id"
+            )
+        ).all()
+    engine.dispose()
+    # SQLite hands the exact columns back as text, PostgreSQL as Decimal: compare as Decimal.
+    exact_charges = [(*row[:2], *(Decimal(value) for value in row[2:])) for row in charges]
+    exact_lines = [(*row[:4], *(Decimal(value) for value in row[4:])) for row in lines]
+    return sorted([*exact_charges, *exact_lines], key=repr)
+
+
+@pytest.mark.postgres
+def test_sqlite_and_postgres_store_identical_results(
+    make_settings: Callable[..., Settings], sqlite_url: str, pg_url: str
+) -> None:
+    with running_emulator(orgs=6, seed=5) as base_url:
+        for url in (sqlite_url, pg_url):
+            close_period(
+                make_settings(
+                    database_url=url, mka1_base_url=base_url, mka1_api_key=SecretStr("t")
+                ),
+                PERIOD,
+            )
+    on_sqlite, on_postgres = stored_rows(sqlite_url), stored_rows(pg_url)
+    assert len(on_sqlite) > 50
+    assert on_sqlite == on_postgres
+
+
+def test_quote_prices_one_org_without_storing(
+    make_settings: Callable[..., Settings], sqlite_url: str
+) -> None:
+    with running_emulator(orgs=4, seed=9) as base_url:
+        settings = make_settings(mka1_base_url=base_url, mka1_api_key=SecretStr("t"))
+        invoice, report = quote_org(settings, PERIOD, "org-0003")
+        closed = close_period(settings, PERIOD)
+    assert invoice is not None
+    assert report.usage_results > 0
+    by_org = {s.org_id: s for s in closed.statements}
+    assert minor_to_decimal(invoice.total_minor, invoice.currency) == by_org["org-0003"].total
+    assert invoice.rate_card.id == "platform"
+    assert count(sqlite_url, "billing_run") == 1  # the quote stored nothing

@@ -16,12 +16,14 @@ import pytest
 from billing.usage.emulator import (
     METRICS,
     USAGE_PATH,
+    EmulatorReply,
     SyntheticUsage,
     UsageEmulator,
     encode_json,
     running_emulator,
     serve_emulator,
 )
+from billing.usage.faults import FaultPlan, PageFault, parse_fault
 
 DAY = 86_400
 HOUR = 3_600
@@ -403,3 +405,128 @@ def test_unexpected_errors_become_json_500() -> None:
         thread.join()
     assert (response.status_code, response.json()) == (500, {"detail": "Internal Server Error"})
     assert response.headers["content-type"] == "application/json"
+
+
+# --------------------------------------------------------------------------- fault injection
+
+MONTH = {"start_time": START, "end_time": START + 5 * DAY, "group_by": ",".join(FINEST)}
+
+
+def faulty(*specs: str, retry_after: str = "2") -> UsageEmulator:
+    plan = FaultPlan.from_specs(list(specs), retry_after=retry_after)
+    return UsageEmulator(SyntheticUsage(3, seed=1), page_size=4, faults=plan)
+
+
+def get(emulator: UsageEmulator, cursor: str | None = None) -> EmulatorReply:
+    query = usage_query(**MONTH, **({"page": cursor} if cursor else {}))
+    return emulator.respond(USAGE_PATH, query, AUTH)
+
+
+def body_of(reply: EmulatorReply) -> dict[str, Any]:
+    assert reply.status == 200
+    assert reply.payload is not None
+    parsed: dict[str, Any] = json.loads(reply.payload, parse_float=Decimal)
+    return parsed
+
+
+def test_fault_specs_parse_kind_page_and_times() -> None:
+    assert parse_fault("503@2x3") == PageFault("503", 2, 3)
+    assert parse_fault("drop@1") == PageFault("drop", 1, 1)
+    assert parse_fault(" truncate@4x* ") == PageFault("truncate", 4, None)
+    for bad, problem in [
+        ("503", "expected KIND@PAGE"),
+        ("teleport@2", "unknown kind 'teleport'"),
+        ("503@0", "page must be 1 or more"),
+        ("503@2x0", "times must be 1 or more"),
+    ]:
+        with pytest.raises(ValueError, match=problem):
+            parse_fault(bad)
+
+
+def test_faults_follow_the_page_in_the_cursor_not_the_request_count() -> None:
+    emulator = faulty("503@2x2", "429@2")
+    first = body_of(get(emulator))
+    to_page_2 = first["next_page"]
+    answers = [get(emulator, to_page_2) for _ in range(4)]
+    assert [reply.status for reply in answers] == [503, 503, 429, 200]
+    assert dict(answers[0].headers) == {"Retry-After": "2"}
+    assert body_of(get(emulator)) == first  # page 1 never had a fault
+    assert emulator.faults_served() == 3
+
+
+def test_fault_counters_are_exact_under_concurrent_requests() -> None:
+    emulator = faulty("500@1x5")
+    statuses: list[int] = []
+    lock = threading.Lock()
+
+    def request() -> None:
+        status = get(emulator).status
+        with lock:
+            statuses.append(status)
+
+    threads = [threading.Thread(target=request) for _ in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert Counter(statuses) == {500: 5, 200: 11}
+
+
+def test_drop_and_truncate_spoil_the_answer_itself() -> None:
+    emulator = faulty("drop@1", "truncate@1")
+    assert get(emulator).payload is None
+    cut = get(emulator)
+    whole = get(emulator)
+    assert cut.status == whole.status == 200
+    assert cut.payload is not None
+    assert whole.payload is not None
+    assert whole.payload.startswith(cut.payload)
+    assert len(cut.payload) < len(whole.payload)
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(cut.payload)
+
+
+def test_a_duplicated_page_repeats_its_data_then_goes_on() -> None:
+    clean = faulty()
+    pages = [body_of(get(clean))]
+    pages.append(body_of(get(clean, pages[0]["next_page"])))
+    emulator = faulty("duplicate-page@2")
+    page_1 = body_of(get(emulator))
+    page_2 = body_of(get(emulator, page_1["next_page"]))
+    replay = body_of(get(emulator, page_2["next_page"]))
+    assert page_2["data"] == replay["data"] == pages[1]["data"]
+    assert page_2["next_page"] not in (page_1["next_page"], pages[1]["next_page"])
+    assert replay["next_page"] == pages[1]["next_page"]
+
+
+def test_a_repeated_cursor_points_back_at_the_page_before() -> None:
+    emulator = faulty("repeat-cursor@3")
+    page_1 = body_of(get(emulator))
+    page_2 = body_of(get(emulator, page_1["next_page"]))
+    page_3 = body_of(get(emulator, page_2["next_page"]))
+    assert page_3["has_more"]
+    assert page_3["next_page"] == page_1["next_page"]
+
+
+def test_an_unknown_enum_value_lands_in_the_first_result_of_the_page() -> None:
+    emulator = faulty("unknown-enum@1")
+    spoiled = body_of(get(emulator))
+    again = body_of(get(emulator))
+    assert spoiled["data"][0]["results"][0]["session_kind"] == "quantum"
+    assert again["data"][0]["results"][0]["session_kind"] is None
+    assert spoiled["data"][0]["results"][1:] == again["data"][0]["results"][1:]
+
+
+def test_latency_and_faults_are_served_over_http() -> None:
+    plan = FaultPlan(latency_seconds=0.2, page_faults=(PageFault("503", 1, 1),))
+    with (
+        running_emulator(orgs=1, seed=1, faults=plan) as base_url,
+        httpx.Client(base_url=base_url, headers=AUTH) as client,
+    ):
+        started = time.monotonic()
+        unavailable = client.get(USAGE_PATH, params={"start_time": START})
+        served = client.get(USAGE_PATH, params={"start_time": START, "end_time": START + DAY})
+        elapsed = time.monotonic() - started
+    assert (unavailable.status_code, unavailable.headers["Retry-After"]) == (503, "1")
+    assert served.status_code == 200
+    assert elapsed >= 0.4

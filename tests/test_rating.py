@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from billing.catalog import load_rate_card
-from billing.domain import MeterPrice, OrgAccount, RateCard, Tier, UsageKey, UsageRecord
+from billing.domain import TOTALS_FIELDS, MeterPrice, OrgAccount, RateCard, Tier, UsageRecord
 from billing.rating import UsageAggregate, graduated_charge, rate_org, rate_period
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "ratecards"
@@ -118,8 +118,8 @@ def test_memory_falls_back_to_peak_then_counts_missing() -> None:
     aggregate = UsageAggregate()
     aggregate.add(record("k", "u", duration_ms=HOUR_MS, peak_memory_mib=Decimal("512.5")))
     aggregate.add(record("k", "u", duration_ms=HOUR_MS))
-    totals = aggregate.by_org["org-a"][UsageKey("k", "u")]
-    assert Fraction(totals.memory_mib_ms) == Fraction("512.5") * HOUR_MS
+    totals = aggregate.by_org["org-a"][("k", "u", None)]
+    assert Fraction(totals[TOTALS_FIELDS.index("memory_mib_ms")]) == Fraction("512.5") * HOUR_MS
     assert aggregate.report.results_with_peak_only == 1
     assert aggregate.report.results_without_memory == 1
 
@@ -238,7 +238,11 @@ def test_included_quantity_never_makes_a_charge_negative() -> None:
         id="c",
         currency="USD",
         effective_from=date(2026, 1, 1),
-        meters=(MeterPrice("duration", "hour", unit_price=Decimal("1"), included=Decimal("1000")),),
+        meters=(
+            MeterPrice(
+                "duration", "duration", "hour", unit_price=Decimal("1"), included=Decimal("1000")
+            ),
+        ),
     )
     aggregate = UsageAggregate()
     aggregate.add(record("k", "u", duration_ms=HOUR_MS))

@@ -24,7 +24,15 @@ def utc_timestamp(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-UNIT_LABELS = {"hour": "h", "gib_hour": "GiB·h", "gib": "GiB", "period": ""}
+UNIT_LABELS = {
+    "hour": "h",
+    "gib_hour": "GiB·h",
+    "gib": "GiB",
+    "period": "",
+    "session": "sessions",
+    "request": "requests",
+    "operation": "operations",
+}
 
 
 def unit_label(unit: str) -> str:

@@ -12,7 +12,7 @@ from urllib.parse import unquote, urlsplit
 from jinja2 import ChoiceLoader, Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
 from billing.config import PROJECT_ROOT
-from billing.domain import METERS, MINIMUM_CHARGE_METER, Statement
+from billing.domain import Statement
 from billing.errors import OutputError
 from billing.statements import formatting
 
@@ -89,8 +89,7 @@ class StatementRenderer:
         return self._environment
 
     def html(self, statement: Statement) -> str:
-        descriptions = {name: meter.description for name, meter in METERS.items()}
-        descriptions[MINIMUM_CHARGE_METER] = "Minimum charge top-up"
+        descriptions = {charge.meter: charge.description for charge in statement.charges}
         lines = sorted(
             statement.lines,
             key=lambda line: (line.api_key_id is None, line.api_key_id or "", line.user_id or ""),

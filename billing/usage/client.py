@@ -1,22 +1,31 @@
-"""The MKA1 usage API over httpx: pagination, bounded retries, strict validation per page."""
+"""The MKA1 usage API over httpx: pagination, bounded retries, strict validation per page.
+
+Pages stream one at a time; across a fetch the client keeps only the cursors it followed and a
+compact digest per result, so that a repeated cursor stops the fetch and a replayed result is
+billed once (see FetchStats).
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from email.utils import parsedate_to_datetime
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import httpx
 from pydantic import SecretStr, ValidationError
 from tenacity import (
+    RetryCallState,
     RetryError,
     Retrying,
     retry_if_exception_type,
-    stop_after_attempt,
     wait_exponential_jitter,
 )
 
@@ -28,12 +37,22 @@ from billing.errors import (
     UsageContractError,
 )
 from billing.periods import BillingPeriod
-from billing.usage.contract import UsagePageModel
+from billing.usage.contract import (
+    GROUP_BY_DIMENSIONS,
+    UsageBucketModel,
+    UsagePageModel,
+    UsageResultModel,
+)
 
 log = logging.getLogger(__name__)
 
 USAGE_PATH = "/api/v1/sandbox/usage"
 MAX_PAGES = 100_000
+BUCKET_WIDTHS = ("1m", "1h", "1d")
+BILLING_GROUP_BY = ("org_id", "api_key_id", "user_id")
+ECHOED_INPUT_CHARS = 80
+
+ResultKind = Literal["new", "duplicate", "conflicting"]
 
 
 @dataclass(frozen=True)
@@ -43,13 +62,40 @@ class UsageQuery:
     start_time: int
     end_time: int
     bucket_width: str = "1d"
-    group_by: tuple[str, ...] = ("org_id", "api_key_id", "user_id")
+    group_by: tuple[str, ...] = BILLING_GROUP_BY
     all_orgs: bool = True
     org_ids: tuple[str, ...] = ()
 
+    def __post_init__(self) -> None:
+        if self.bucket_width not in BUCKET_WIDTHS:
+            raise ValueError(
+                f"usage query: bucket_width {self.bucket_width!r} is not one of "
+                f"{', '.join(BUCKET_WIDTHS)}"
+            )
+        unknown = [name for name in self.group_by if name not in GROUP_BY_DIMENSIONS]
+        if unknown:
+            raise ValueError(
+                f"usage query: group_by dimension {unknown[0]!r} is not one of "
+                f"{', '.join(GROUP_BY_DIMENSIONS)}"
+            )
+
     @classmethod
-    def for_period(cls, period: BillingPeriod, org_ids: tuple[str, ...] = ()) -> UsageQuery:
-        return cls(start_time=period.start_unix, end_time=period.end_unix, org_ids=org_ids)
+    def for_period(
+        cls,
+        period: BillingPeriod,
+        org_ids: tuple[str, ...] = (),
+        extra_group_by: tuple[str, ...] = (),
+    ) -> UsageQuery:
+        """The billing query of a period; `extra_group_by` adds dimensions (e.g. session_kind)."""
+        group_by = BILLING_GROUP_BY + tuple(
+            name for name in dict.fromkeys(extra_group_by) if name not in BILLING_GROUP_BY
+        )
+        return cls(
+            start_time=period.start_unix,
+            end_time=period.end_unix,
+            group_by=group_by,
+            org_ids=org_ids,
+        )
 
     def params(self) -> dict[str, str]:
         params = {
@@ -72,16 +118,67 @@ class UsagePage:
     records: list[UsageRecord]
 
 
-class _Transient(Exception):
-    """A failure worth another attempt (connect error, timeout, 429, 5xx)."""
+@dataclass
+class FetchStats:
+    """What the latest fetch saw.
 
-    def __init__(self, reason: str) -> None:
+    `results` are the results kept; `duplicate_results` were identical replays of results
+    already fetched (dropped, so never billed twice); `retries` are attempts that failed
+    transiently and were retried. A result whose key comes back with other values stops the
+    fetch: which of the two to bill is not ours to guess.
+    """
+
+    pages: int = 0
+    results: int = 0
+    duplicate_results: int = 0
+    retries: int = 0
+
+
+class _Transient(Exception):
+    """A failure worth another attempt (connect error, timeout, 429, 5xx, a cut-off body)."""
+
+    def __init__(
+        self, reason: str, *, retry_after: float = 0.0, unreadable_body: bool = False
+    ) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.retry_after = retry_after
+        self.unreadable_body = unreadable_body
+
+
+class _ResultIndex:
+    """The results of one fetch as digests: key digest -> digest of the values (compact ints)."""
+
+    def __init__(self) -> None:
+        self._values_by_key: dict[int, int] = {}
+
+    def classify(self, key: tuple[object, ...], result: UsageResultModel) -> ResultKind:
+        """How a result relates to those already fetched.
+
+        "new" the first time its key is seen, "duplicate" for an identical replay, and
+        "conflicting" when the key comes back with other values.
+        """
+        key_digest = _digest(repr(key), 16)
+        values_digest = _digest(result.model_dump_json(), 8)
+        known = self._values_by_key.get(key_digest)
+        if known is None:
+            self._values_by_key[key_digest] = values_digest
+            return "new"
+        return "duplicate" if known == values_digest else "conflicting"
+
+
+def _digest(text: str, size: int) -> int:
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=size).digest(), "big")
 
 
 class UsageClient:
-    """Fetches usage pages from the MKA1 API; the httpx.Client is injected (its transport too)."""
+    """Fetches usage pages from the MKA1 API; the httpx.Client is injected (its transport too).
+
+    Per-request timeouts are the httpx.Client's; `page_deadline_seconds` bounds all attempts of
+    one page together. Transient failures (transport errors, 429, 5xx, a body that is not JSON)
+    are retried up to `max_attempts` times with exponential backoff and jitter, waiting at least
+    the server's Retry-After (capped at `max_retry_after_seconds`) on 429 and 503.
+    """
 
     def __init__(
         self,
@@ -91,42 +188,106 @@ class UsageClient:
         *,
         on_behalf_of: str | None = None,
         max_attempts: int = 5,
+        initial_wait_seconds: float = 0.2,
         max_wait_seconds: float = 8.0,
+        max_retry_after_seconds: float = 60.0,
+        page_deadline_seconds: float = 120.0,
+        max_pages: int = MAX_PAGES,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self._http = http
         self._base_url = base_url.rstrip("/")
         self._api_key = api_key
         self._on_behalf_of = on_behalf_of
         self._max_attempts = max_attempts
-        self._max_wait_seconds = max_wait_seconds
+        self._backoff = wait_exponential_jitter(
+            multiplier=initial_wait_seconds, max=max_wait_seconds, jitter=initial_wait_seconds
+        )
+        self._max_retry_after_seconds = max_retry_after_seconds
+        self._page_deadline_seconds = page_deadline_seconds
+        self._max_pages = max_pages
+        self._clock = clock
+        self._sleep = sleep
+        self.stats = FetchStats()
 
     def __repr__(self) -> str:
         return f"UsageClient(base_url={self._base_url!r}, api_key=***)"
 
     def iter_pages(self, query: UsageQuery) -> Iterator[UsagePage]:
-        """Yield validated pages in order until the upstream says there are no more."""
+        """Yield validated pages in order until the upstream says there are no more.
+
+        Results already fetched (a replayed page) are dropped and counted in `stats`.
+        """
+        self.stats = FetchStats()
+        index = _ResultIndex()
+        seen_cursors: set[str] = set()
         url = self._base_url + USAGE_PATH
         params: dict[str, str] | None = query.params()
-        for number in range(1, MAX_PAGES + 1):
-            body = self._get_with_retries(url, params, number)
-            page = self._validate(body, number, query)
-            yield UsagePage(number, list(_records(page, number)))
+        for number in range(1, self._max_pages + 1):
+            page = self._validate(self._get_with_retries(url, params, number), number, query)
+            yield self._new_records_page(page, number, index)
             if not page.has_more:
                 return
-            if not page.next_page:
-                raise UsageContractError(
-                    f"usage page {number}: has_more is true but next_page is empty; "
-                    "the upstream pagination is broken, retry later or report it"
-                )
-            url, params = self._next_request(url, query, page.next_page, number)
-        raise UsageContractError(f"usage fetch stopped after {MAX_PAGES} pages without an end")
+            cursor = self._next_cursor(page, number, seen_cursors)
+            url, params = self._next_request(query, cursor, number)
+        raise UsageContractError(
+            f"usage page {self._max_pages}: the upstream still has more after "
+            f"{self._max_pages} pages (the max_pages limit); the pagination may loop, report it"
+        )
 
     def iter_records(self, query: UsageQuery) -> Iterator[UsageRecord]:
         for page in self.iter_pages(query):
             yield from page.records
 
+    def _new_records_page(
+        self, page: UsagePageModel, number: int, index: _ResultIndex
+    ) -> UsagePage:
+        records: list[UsageRecord] = []
+        kinds: dict[ResultKind, int] = {"new": 0, "duplicate": 0, "conflicting": 0}
+        for kind, record in _classified_records(page, number, index):
+            kinds[kind] += 1
+            if kind == "conflicting":
+                raise UsageContractError(
+                    f"usage page {number}: the usage of org {record.org_id}, API key "
+                    f"{record.api_key_id}, user {record.user_id} for the bucket starting "
+                    f"{record.bucket_start} came twice with different values; the upstream "
+                    "contradicts itself, retry the close later or report it"
+                )
+            if kind == "new":
+                records.append(record)
+        self._count_page(number, len(records), kinds["duplicate"])
+        return UsagePage(number, records)
+
+    def _count_page(self, number: int, kept: int, duplicates: int) -> None:
+        self.stats.pages += 1
+        self.stats.results += kept
+        self.stats.duplicate_results += duplicates
+        if duplicates:
+            log.warning(
+                "usage page %d: dropped %d results identical to results already fetched "
+                "(a replayed page); each is billed once",
+                number,
+                duplicates,
+            )
+
+    def _next_cursor(self, page: UsagePageModel, number: int, seen: set[str]) -> str:
+        cursor = page.next_page
+        if not cursor:
+            raise UsageContractError(
+                f"usage page {number}: has_more is true but next_page is empty; "
+                "the upstream pagination is broken, retry later or report it"
+            )
+        if cursor in seen:
+            raise UsageContractError(
+                f"usage page {number}: next_page repeats a cursor already followed in this "
+                "fetch, so the pagination would loop; retry later or report it"
+            )
+        seen.add(cursor)
+        return cursor
+
     def _next_request(
-        self, url: str, query: UsageQuery, cursor: str, number: int
+        self, query: UsageQuery, cursor: str, number: int
     ) -> tuple[str, dict[str, str] | None]:
         if cursor.startswith(("http://", "https://")):
             if _origin(cursor) != _origin(self._base_url):
@@ -145,75 +306,177 @@ class UsageClient:
             headers["X-On-Behalf-Of"] = self._on_behalf_of
         return headers
 
-    def _get_with_retries(self, url: str, params: dict[str, str] | None, number: int) -> bytes:
+    # ------------------------------------------------------------------ one page, with retries
+
+    def _get_with_retries(self, url: str, params: dict[str, str] | None, number: int) -> Any:
+        """The page's parsed JSON, after retrying transient failures within the page deadline."""
+        deadline = self._clock() + self._page_deadline_seconds
         retrying = Retrying(
-            stop=stop_after_attempt(self._max_attempts),
-            wait=wait_exponential_jitter(multiplier=0.2, max=self._max_wait_seconds),
+            stop=lambda state: self._should_stop(state, deadline),
+            wait=self._wait_before_retry,
             retry=retry_if_exception_type(_Transient),
+            before_sleep=lambda state: self._note_retry(state, number),
+            sleep=self._sleep,
             reraise=False,
         )
         try:
             for attempt in retrying:
                 with attempt:
-                    return self._get_once(url, params, number)
+                    return self._get_once(url, params, number, deadline)
         except RetryError as error:
-            last = error.last_attempt.exception()
-            reason = last.reason if isinstance(last, _Transient) else str(last)
-            raise UpstreamUnavailable(
-                f"usage page {number}: the MKA1 API failed {self._max_attempts} times "
-                f"(last: {reason}); check MKA1_BASE_URL and retry later"
-            ) from None
+            raise self._gave_up(error, number, deadline) from None
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _get_once(self, url: str, params: dict[str, str] | None, number: int) -> bytes:
-        try:
-            response = self._http.get(url, params=params, headers=self._headers())
-        except httpx.TransportError as error:
-            log.warning("usage page %d: %s", number, type(error).__name__)
-            raise _Transient(f"{type(error).__name__} from {_origin(url)}") from None
-        status = response.status_code
-        if status == 429 or status >= 500:
-            raise _Transient(f"HTTP {status}")
-        if status in (401, 403):
-            raise UpstreamAuthError(
-                f"usage page {number}: the MKA1 API refused the API key (HTTP {status}); "
-                "set MKA1_API_KEY to an admin key with the all_orgs scope"
-            )
-        if status == 422:
-            raise UpstreamRejected(f"usage page {number}: HTTP 422: {_detail(response)}")
-        if status != 200:
-            raise UpstreamRejected(
-                f"usage page {number}: unexpected HTTP {status}: {_detail(response)}"
-            )
-        return response.content
+    def _should_stop(self, state: RetryCallState, deadline: float) -> bool:
+        if state.attempt_number >= self._max_attempts:
+            return True
+        return self._clock() + state.upcoming_sleep >= deadline
 
-    def _validate(self, body: bytes, number: int, query: UsageQuery) -> UsagePageModel:
-        try:
-            raw = json.loads(body, parse_float=Decimal)
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise UsageContractError(
-                f"usage page {number}: the body is not valid JSON ({error}); "
+    def _wait_before_retry(self, state: RetryCallState) -> float:
+        """Exponential backoff with jitter, but never less than the server's Retry-After."""
+        failure = state.outcome.exception() if state.outcome else None
+        retry_after = failure.retry_after if isinstance(failure, _Transient) else 0.0
+        return max(self._backoff(state), min(retry_after, self._max_retry_after_seconds))
+
+    def _note_retry(self, state: RetryCallState, number: int) -> None:
+        self.stats.retries += 1
+        failure = state.outcome.exception() if state.outcome else None
+        reason = failure.reason if isinstance(failure, _Transient) else repr(failure)
+        log.warning(
+            "usage page %d: attempt %d failed (%s); retrying in %.2f s",
+            number,
+            state.attempt_number,
+            reason,
+            state.upcoming_sleep,
+        )
+
+    def _gave_up(self, error: RetryError, number: int, deadline: float) -> Exception:
+        last = error.last_attempt.exception()
+        attempts = error.last_attempt.attempt_number
+        reason = last.reason if isinstance(last, _Transient) else str(last)
+        if isinstance(last, _Transient) and last.unreadable_body:
+            return UsageContractError(
+                f"usage page {number}: {reason} (after {attempts} attempts); "
                 "the response may be truncated, retry the close"
+            )
+        out_of_time = attempts < self._max_attempts or self._clock() >= deadline
+        deadline_note = (
+            f" and the page deadline of {self._page_deadline_seconds:g} s ran out"
+            if out_of_time
+            else ""
+        )
+        return UpstreamUnavailable(
+            f"usage page {number}: the MKA1 API failed {attempts} times (last: {reason})"
+            f"{deadline_note}; check MKA1_BASE_URL and retry later"
+        )
+
+    def _get_once(
+        self, url: str, params: dict[str, str] | None, number: int, deadline: float
+    ) -> Any:
+        try:
+            response = self._http.get(
+                url, params=params, headers=self._headers(), timeout=self._timeout(deadline)
+            )
+        except httpx.TransportError as error:
+            raise _Transient(f"{type(error).__name__} from {_origin(url)}") from None
+        _raise_for_status(response, number, self._redact)
+        try:
+            return json.loads(response.content, parse_float=Decimal)
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise _Transient(
+                f"the body is not valid JSON ({error})", unreadable_body=True
             ) from None
+
+    def _timeout(self, deadline: float) -> httpx.Timeout:
+        """The client's own timeouts, each cut to the time left before the page deadline."""
+        left = max(deadline - self._clock(), 0.001)
+        base = self._http.timeout
+        return httpx.Timeout(
+            connect=_at_most(base.connect, left),
+            read=_at_most(base.read, left),
+            write=_at_most(base.write, left),
+            pool=_at_most(base.pool, left),
+        )
+
+    def _redact(self, text: str) -> str:
+        """Upstream text with the API key blanked out, in case the upstream echoes it."""
+        secret = self._api_key.get_secret_value() if self._api_key is not None else ""
+        return text.replace(secret, "***") if secret else text
+
+    # ------------------------------------------------------------------ validation
+
+    def _validate(self, raw: Any, number: int, query: UsageQuery) -> UsagePageModel:
         try:
             page = UsagePageModel.model_validate(raw)
         except ValidationError as error:
             first = error.errors()[0]
-            field = ".".join(str(part) for part in first["loc"])
+            field_path = ".".join(str(part) for part in first["loc"])
+            echoed = self._redact(_shorten(repr(first.get("input"))))
             raise UsageContractError(
-                f"usage page {number}: field {field}: {first['msg']} (got {first.get('input')!r})"
+                f"usage page {number}: field {field_path}: {first['msg']} (got {echoed})"
             ) from None
-        for index, bucket in enumerate(page.data):
-            if bucket.start_time < query.start_time or bucket.end_time > query.end_time:
-                raise UsageContractError(
-                    f"usage page {number}: field data.{index}: bucket "
-                    f"[{bucket.start_time}, {bucket.end_time}) lies outside the requested period "
-                    f"[{query.start_time}, {query.end_time})"
-                )
+        for bucket_index, bucket in enumerate(page.data):
+            _check_bucket_in_query(bucket, bucket_index, number, query)
         return page
 
 
-def _records(page: UsagePageModel, number: int) -> Iterator[UsageRecord]:
+def _raise_for_status(response: httpx.Response, number: int, redact: Callable[[str], str]) -> None:
+    status = response.status_code
+    if status == 429 or status >= 500:
+        retry_after = _retry_after_seconds(response) if status in (429, 503) else 0.0
+        raise _Transient(f"HTTP {status}", retry_after=retry_after)
+    if status in (401, 403):
+        raise UpstreamAuthError(
+            f"usage page {number}: the MKA1 API refused the API key (HTTP {status}); "
+            "set MKA1_API_KEY to an admin key with the all_orgs scope"
+        )
+    if status == 422:
+        raise UpstreamRejected(f"usage page {number}: HTTP 422: {redact(_detail(response))}")
+    if status != 200:
+        raise UpstreamRejected(
+            f"usage page {number}: unexpected HTTP {status}: {redact(_detail(response))}"
+        )
+
+
+def _retry_after_seconds(response: httpx.Response) -> float:
+    """Retry-After as seconds from now: delta seconds or an HTTP date; 0 when absent or bad."""
+    value = response.headers.get("Retry-After", "").strip()
+    if not value:
+        return 0.0
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return 0.0
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max((when - datetime.now(UTC)).total_seconds(), 0.0)
+
+
+def _at_most(timeout: float | None, left: float) -> float:
+    return left if timeout is None else min(timeout, left)
+
+
+def _shorten(text: str, limit: int = ECHOED_INPUT_CHARS) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _check_bucket_in_query(
+    bucket: UsageBucketModel, bucket_index: int, number: int, query: UsageQuery
+) -> None:
+    if bucket.start_time < query.start_time or bucket.end_time > query.end_time:
+        raise UsageContractError(
+            f"usage page {number}: field data.{bucket_index}: bucket "
+            f"[{bucket.start_time}, {bucket.end_time}) lies outside the requested period "
+            f"[{query.start_time}, {query.end_time})"
+        )
+
+
+def _classified_records(
+    page: UsagePageModel, number: int, index: _ResultIndex
+) -> Iterator[tuple[ResultKind, UsageRecord]]:
+    """The page's results as records, each classified against the results already fetched."""
     for bucket_index, bucket in enumerate(page.data):
         for result_index, result in enumerate(bucket.results):
             if not result.org_id:
@@ -222,23 +485,43 @@ def _records(page: UsagePageModel, number: int) -> Iterator[UsageRecord]:
                     f"data.{bucket_index}.results.{result_index}.org_id: "
                     "missing; the fetch must group by org_id"
                 )
-            yield UsageRecord(
-                bucket_start=bucket.start_time,
-                bucket_end=bucket.end_time,
-                org_id=result.org_id,
-                api_key_id=result.api_key_id,
-                user_id=result.user_id,
-                duration_ms=result.duration_ms,
-                reserved_memory_mib=result.reserved_memory_mib,
-                peak_memory_mib=result.peak_memory_mib,
-                workspace_bytes_in=result.workspace_bytes_in,
-                workspace_bytes_out=result.workspace_bytes_out,
-                num_sessions=result.num_sessions,
-                request_count=result.request_count,
-                num_operations=result.num_operations,
-                files_changed_count=result.files_changed_count,
-                oom_killed_count=result.oom_killed_count,
-            )
+            kind = index.classify(_result_key(bucket, result), result)
+            yield kind, _record(bucket, result, result.org_id)
+
+
+def _result_key(bucket: UsageBucketModel, result: UsageResultModel) -> tuple[object, ...]:
+    """What identifies a result within a fetch: its bucket and every grouping dimension."""
+    return (
+        bucket.start_time,
+        bucket.end_time,
+        result.org_id,
+        result.api_key_id,
+        result.user_id,
+        result.session_kind,
+        result.operation,
+        result.provider,
+    )
+
+
+def _record(bucket: UsageBucketModel, result: UsageResultModel, org_id: str) -> UsageRecord:
+    return UsageRecord(
+        bucket_start=bucket.start_time,
+        bucket_end=bucket.end_time,
+        org_id=org_id,
+        api_key_id=result.api_key_id,
+        user_id=result.user_id,
+        duration_ms=result.duration_ms,
+        reserved_memory_mib=result.reserved_memory_mib,
+        peak_memory_mib=result.peak_memory_mib,
+        workspace_bytes_in=result.workspace_bytes_in,
+        workspace_bytes_out=result.workspace_bytes_out,
+        num_sessions=result.num_sessions,
+        request_count=result.request_count,
+        num_operations=result.num_operations,
+        files_changed_count=result.files_changed_count,
+        oom_killed_count=result.oom_killed_count,
+        session_kind=result.session_kind,
+    )
 
 
 def _origin(url: str) -> str:

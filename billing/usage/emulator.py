@@ -24,6 +24,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Final
 from urllib.parse import parse_qs, urlsplit
 
+from billing.usage.faults import (
+    DATA_FAULT_KINDS,
+    HTTP_FAULT_KINDS,
+    UNKNOWN_SESSION_KIND,
+    FaultInjector,
+    FaultPlan,
+    PageFault,
+)
+
 logger = logging.getLogger(__name__)
 
 USAGE_PATH: Final = "/api/v1/sandbox/usage"
@@ -575,21 +584,29 @@ class _UsageQuery:
 
 @dataclass(frozen=True, slots=True)
 class _Cursor:
-    """Where the next page starts, for which query, and the end time the query resolved to."""
+    """Where the next page starts, for which query, and the end time the query resolved to.
+
+    `replay` marks the fresh cursor of a duplicated page (fault injection): it serves the page
+    at `offset` once more, without faults.
+    """
 
     offset: int
     end_time: int
     fingerprint: str
+    replay: bool = False
 
     def encode(self) -> str:
-        payload = json.dumps([self.offset, self.end_time, self.fingerprint]).encode()
+        fields: list[object] = [self.offset, self.end_time, self.fingerprint]
+        if self.replay:
+            fields.append(1)
+        payload = json.dumps(fields).encode()
         return base64.urlsafe_b64encode(payload).decode().rstrip("=")
 
     @classmethod
     def decode(cls, text: str) -> _Cursor:
         try:
             payload = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-            offset, end_time, fingerprint = json.loads(payload)
+            offset, end_time, fingerprint, *replay = json.loads(payload)
         except (binascii.Error, ValueError, TypeError):
             raise _InvalidRequest(
                 _validation_error("page", "Value error, invalid page cursor")
@@ -599,9 +616,19 @@ class _Cursor:
             and offset >= 0
             and type(end_time) is int
             and isinstance(fingerprint, str)
+            and replay in ([], [1])
         ):
             raise _InvalidRequest(_validation_error("page", "Value error, invalid page cursor"))
-        return cls(offset, end_time, fingerprint)
+        return cls(offset, end_time, fingerprint, replay=bool(replay))
+
+
+@dataclass(frozen=True, slots=True)
+class EmulatorReply:
+    """An HTTP answer: status, JSON payload and extra headers; no payload drops the connection."""
+
+    status: int
+    payload: bytes | None
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 # A flattened result: (bucket start, bucket end, (group key, aggregate) or None if empty).
@@ -609,20 +636,63 @@ _Entry = tuple[int, int, tuple[GroupKey, _Accumulator] | None]
 
 
 class UsageEmulator:
-    """Answers usage requests like the MKA1 API: auth, validation (422), pagination."""
+    """Answers usage requests like the MKA1 API: auth, validation (422), pagination.
+
+    A FaultPlan makes it misbehave on chosen pages; a page is numbered by the offset in its
+    cursor (1-based), so a retry of the same page meets the same page's faults.
+    """
 
     cached_queries: Final = 4
 
     def __init__(
-        self, usage: SyntheticUsage, *, page_size: int = 500, api_key: str | None = None
+        self,
+        usage: SyntheticUsage,
+        *,
+        page_size: int = 500,
+        api_key: str | None = None,
+        faults: FaultPlan | None = None,
     ) -> None:
         if page_size < 1:
             raise ValueError("page_size must be at least 1")
         self.usage = usage
         self.page_size = page_size
         self.api_key = api_key
+        self.faults = faults or FaultPlan()
+        self._injector = FaultInjector(self.faults)
         self._entries_by_query: OrderedDict[_UsageQuery, list[_Entry]] = OrderedDict()
         self._lock = threading.Lock()
+
+    def faults_served(self) -> int:
+        """How many page faults have been served so far."""
+        return self._injector.served()
+
+    def respond(
+        self, path: str, query: dict[str, list[str]], headers: Mapping[str, str]
+    ) -> EmulatorReply:
+        """The HTTP answer to a GET, with the fault plan applied (latency, errors, drops, cuts)."""
+        if self.faults.latency_seconds:
+            time.sleep(self.faults.latency_seconds)
+        page = self._page_number(path, query)
+        fault = None if page is None else self._injector.take(page, HTTP_FAULT_KINDS)
+        if fault is not None and fault.kind != "truncate":
+            return _fault_reply(fault, self.faults.retry_after)
+        status, body = self.handle(path, query, headers)
+        payload = encode_json(body)
+        if fault is not None:
+            payload = payload[: len(payload) // 2]
+        return EmulatorReply(status, payload)
+
+    def _page_number(self, path: str, query: dict[str, list[str]]) -> int | None:
+        """The 1-based page a usage request asks for, from its cursor's offset; None if unclear."""
+        if path != USAGE_PATH:
+            return None
+        cursor_text = _last(query, "page")
+        if not cursor_text:
+            return 1
+        try:
+            return _Cursor.decode(cursor_text).offset // self.page_size + 1
+        except _InvalidRequest:
+            return None
 
     def handle(
         self, path: str, query: dict[str, list[str]], headers: Mapping[str, str]
@@ -659,12 +729,34 @@ class UsageEmulator:
         end = offset + self.page_size
         has_more = end < len(entries)
         next_cursor = _Cursor(end, usage_query.end_time, usage_query.fingerprint())
-        return {
+        body = {
             "object": "page",
             "data": _page_buckets(entries[offset:end], usage_query.group_by),
             "has_more": has_more,
             "next_page": next_cursor.encode() if has_more else None,
         }
+        if cursor is None or not cursor.replay:
+            fault = self._injector.take(offset // self.page_size + 1, DATA_FAULT_KINDS)
+            if fault is not None:
+                this_page = _Cursor(offset, usage_query.end_time, usage_query.fingerprint())
+                self._spoil_page(body, fault, this_page)
+        return body
+
+    def _spoil_page(self, body: JsonObject, fault: PageFault, this_page: _Cursor) -> None:
+        """Apply a data fault to a page body; `this_page` is the cursor of the page served."""
+        if fault.kind == "unknown-enum":
+            results = (result for bucket in body["data"] for result in bucket["results"])
+            first = next(results, None)
+            if first is not None:
+                first["session_kind"] = UNKNOWN_SESSION_KIND
+            return
+        if fault.kind == "repeat-cursor":
+            earlier = max(this_page.offset - self.page_size, 0)
+            next_page = _Cursor(earlier, this_page.end_time, this_page.fingerprint)
+        else:  # duplicate-page
+            next_page = _Cursor(this_page.offset, this_page.end_time, this_page.fingerprint, True)
+        body["has_more"] = True
+        body["next_page"] = next_page.encode()
 
     def _entries(self, usage_query: _UsageQuery) -> list[_Entry]:
         """The flattened results of a query, cached for the last few distinct queries."""
@@ -687,6 +779,22 @@ class UsageEmulator:
             while len(self._entries_by_query) > self.cached_queries:
                 self._entries_by_query.popitem(last=False)
         return entries
+
+
+_FAULT_DETAILS: Final = {
+    "429": "Too Many Requests",
+    "500": "Internal Server Error",
+    "503": "Service Unavailable",
+}
+
+
+def _fault_reply(fault: PageFault, retry_after: str) -> EmulatorReply:
+    """The answer of an HTTP fault: an error status (with Retry-After on 429/503) or a drop."""
+    if fault.kind == "drop":
+        return EmulatorReply(0, None)
+    headers = (("Retry-After", retry_after),) if retry_after and fault.kind != "500" else ()
+    payload = encode_json({"detail": _FAULT_DETAILS[fault.kind]})
+    return EmulatorReply(int(fault.kind), payload, headers)
 
 
 def _header(headers: Mapping[str, str], name: str) -> str | None:
@@ -847,14 +955,16 @@ class _UsageRequestHandler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         try:
             url = urlsplit(self.path)
-            status, body = self._emulator().handle(
+            reply = self._emulator().respond(
                 url.path, parse_qs(url.query, keep_blank_values=True), dict(self.headers.items())
             )
-            payload = encode_json(body)
         except Exception:
             logger.exception("usage emulator failed on GET %s", self.path)
-            status, payload = 500, encode_json({"detail": "Internal Server Error"})
-        self._send_json(status, payload)
+            reply = EmulatorReply(500, encode_json({"detail": "Internal Server Error"}))
+        if reply.payload is None:
+            self.close_connection = True  # hang up without a word, like a crashed proxy
+            return
+        self._send_json(reply.status, reply.payload, reply.headers)
 
     def _reject_method(self) -> None:
         self.close_connection = True  # the request body, if any, is left unread
@@ -866,10 +976,14 @@ class _UsageRequestHandler(BaseHTTPRequestHandler):
         assert isinstance(self.server, _EmulatorHTTPServer)
         return self.server.emulator
 
-    def _send_json(self, status: int, payload: bytes) -> None:
+    def _send_json(
+        self, status: int, payload: bytes, headers: Sequence[tuple[str, str]] = ()
+    ) -> None:
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(payload)))
+        for name, value in headers:
+            self.send_header(name, value)
         if status == 401:
             self.send_header("WWW-Authenticate", "Bearer")
         if status == 405:
@@ -898,9 +1012,12 @@ def running_emulator(
     api_key: str | None = None,
     host: str = "127.0.0.1",
     port: int = 0,
+    faults: FaultPlan | None = None,
 ) -> Iterator[str]:
     """Serve in a daemon thread; yield the base URL, e.g. 'http://127.0.0.1:54321'."""
-    emulator = UsageEmulator(SyntheticUsage(orgs, seed), page_size=page_size, api_key=api_key)
+    emulator = UsageEmulator(
+        SyntheticUsage(orgs, seed), page_size=page_size, api_key=api_key, faults=faults
+    )
     server = serve_emulator(emulator, host, port)
     thread = threading.Thread(
         target=server.serve_forever,

@@ -1,0 +1,228 @@
+"""The rate-card and org-directory file formats as strict pydantic models."""
+
+from __future__ import annotations
+
+import re
+from datetime import date
+from decimal import Decimal
+from itertools import pairwise
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
+
+from billing.domain import METERS, MeterPrice, Tier
+from billing.money import minor_unit_exponent
+
+
+def _no_float(value: Any) -> Any:
+    if isinstance(value, float):
+        raise ValueError(f'write {value} in quotes ("{value}"): YAML reads it as a binary float')
+    return value
+
+
+ExactNumber = Annotated[Decimal, BeforeValidator(_no_float), Field(allow_inf_nan=False)]
+Price = Annotated[ExactNumber, Field(ge=0)]
+PositiveNumber = Annotated[ExactNumber, Field(gt=0)]
+PRICING_MODEL_FIELDS = ("unit_price", "tiers", "tier_mode", "package_size", "package_price")
+_EMAIL = re.compile(r"^[^@\s<>,;\"]+@[^@\s<>,;\"]+\.[^@\s<>,;\"]+$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TierSpec(_Strict):
+    up_to: PositiveNumber | None
+    unit_price: Price
+
+
+class MeterSpec(_Strict):
+    """One charge of a card; `name` is the key it stands under in `meters:`."""
+
+    name: str
+    meter: str | None = None
+    unit: str
+    unit_price: Price | None = None
+    tiers: list[TierSpec] | None = None
+    tier_mode: Literal["graduated", "volume"] | None = None
+    package_size: PositiveNumber | None = None
+    package_price: Price | None = None
+    included: Price = Decimal(0)
+    minimum: Price | None = None
+    maximum: Price | None = None
+    session_kind: Literal["standard", "browser"] | None = None
+    description: str | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> MeterSpec:
+        measured = self.meter or self.name
+        if measured not in METERS:
+            known = ", ".join(METERS)
+            via = f" (meter: {measured})" if self.meter else ""
+            raise ValueError(f"unknown meter {self.name!r}{via}; known meters: {known}")
+        if self.unit != METERS[measured].unit:
+            raise ValueError(
+                f"meter {measured!r} is priced per {METERS[measured].unit!r}, not {self.unit!r}"
+            )
+        models = [
+            self.unit_price is not None,
+            self.tiers is not None,
+            self.package_size is not None or self.package_price is not None,
+        ]
+        if sum(models) != 1:
+            raise ValueError(
+                "give exactly one of unit_price, tiers, or package_size with package_price"
+            )
+        if (self.package_size is None) != (self.package_price is None):
+            raise ValueError("package pricing needs both package_size and package_price")
+        if self.tier_mode is not None and self.tiers is None:
+            raise ValueError("tier_mode applies only to tiers")
+        if self.minimum is not None and self.maximum is not None and self.minimum > self.maximum:
+            raise ValueError(f"minimum {self.minimum} is above maximum {self.maximum}")
+        return self
+
+    @field_validator("tiers")
+    @classmethod
+    def _tiers_in_order(cls, tiers: list[TierSpec] | None) -> list[TierSpec] | None:
+        if tiers is not None:
+            _check_tiers(tiers)
+        return tiers
+
+    def to_price(self) -> MeterPrice:
+        return MeterPrice(
+            name=self.name,
+            meter=self.meter or self.name,
+            unit=self.unit,
+            unit_price=self.unit_price,
+            tiers=tuple(Tier(t.up_to, t.unit_price) for t in self.tiers or ()),
+            tier_mode=self.tier_mode or "graduated",
+            package_size=self.package_size,
+            package_price=self.package_price,
+            included=self.included,
+            minimum=self.minimum,
+            maximum=self.maximum,
+            session_kind=self.session_kind,
+            description=self.description,
+        )
+
+
+def _check_tiers(tiers: list[TierSpec]) -> None:
+    if not tiers:
+        raise ValueError("tiers must not be empty")
+    bounds = [tier.up_to for tier in tiers]
+    if any(bound is None for bound in bounds[:-1]):
+        raise ValueError("only the last tier may have up_to: null")
+    if bounds[-1] is not None:
+        raise ValueError("the last tier must have up_to: null (unbounded)")
+    finite = [bound for bound in bounds if bound is not None]
+    if any(upper <= lower for lower, upper in pairwise(finite)):
+        raise ValueError(
+            "tier up_to bounds must be strictly increasing (tiers out of order or overlapping)"
+        )
+
+
+def price_to_spec_input(price: MeterPrice) -> dict[str, Any]:
+    """A MeterPrice back as MeterSpec input, so overrides can be merged and re-validated."""
+    values: dict[str, Any] = {
+        "name": price.name,
+        "meter": price.meter if price.meter != price.name else None,
+        "unit": price.unit,
+        "included": price.included,
+        "minimum": price.minimum,
+        "maximum": price.maximum,
+        "session_kind": price.session_kind,
+        "description": price.description,
+    }
+    if price.tiers:
+        values["tiers"] = [{"up_to": t.up_to, "unit_price": t.unit_price} for t in price.tiers]
+        values["tier_mode"] = price.tier_mode
+    elif price.package_size is not None:
+        values["package_size"] = price.package_size
+        values["package_price"] = price.package_price
+    else:
+        values["unit_price"] = price.unit_price
+    return values
+
+
+class RateCardSpec(_Strict):
+    id: str = Field(min_length=1)
+    currency: str
+    effective_from: date
+    effective_until: date | None = None
+    minimum_charge: Price | None = None
+    description: str | None = None
+    meters: dict[str, MeterSpec] = Field(min_length=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _name_the_meters(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("meters"), dict):
+            meters = {
+                name: ({**spec, "name": name} if isinstance(spec, dict) else spec)
+                for name, spec in data["meters"].items()
+            }
+            return {**data, "meters": meters}
+        return data
+
+    @field_validator("currency")
+    @classmethod
+    def _known_currency(cls, value: str) -> str:
+        minor_unit_exponent(value)
+        return value.upper()
+
+    @model_validator(mode="after")
+    def _dates_in_order(self) -> RateCardSpec:
+        if self.effective_until is not None and self.effective_until < self.effective_from:
+            raise ValueError("effective_until is before effective_from")
+        return self
+
+
+class MeterOverrideSpec(_Strict):
+    """Prices of one charge replaced for one org; the measured meter and unit stay the card's."""
+
+    unit_price: Price | None = None
+    tiers: list[TierSpec] | None = None
+    tier_mode: Literal["graduated", "volume"] | None = None
+    package_size: PositiveNumber | None = None
+    package_price: Price | None = None
+    included: Price | None = None
+    minimum: Price | None = None
+    maximum: Price | None = None
+    description: str | None = None
+
+
+class OrgSpec(_Strict):
+    org_id: str = Field(min_length=1)
+    name: str = Field(min_length=1)
+    email: list[str] = Field(default_factory=list)
+    rate_card: str | None = None
+    overrides: dict[str, MeterOverrideSpec] = Field(default_factory=dict)
+    discount_percent: Annotated[ExactNumber, Field(ge=0, le=100)] | None = None
+    minimum_commitment: Price | None = None
+
+    @field_validator("email")
+    @classmethod
+    def _plain_addresses(cls, addresses: list[str]) -> list[str]:
+        for address in addresses:
+            if not _EMAIL.match(address):
+                raise ValueError(f"{address!r} is not a plain email address (name@example.com)")
+        return addresses
+
+    @field_validator("name", "org_id")
+    @classmethod
+    def _printable(cls, value: str) -> str:
+        if any(not ch.isprintable() for ch in value):
+            raise ValueError("must not contain control characters (line breaks, tabs, ...)")
+        return value
+
+
+class OrgDirectorySpec(_Strict):
+    default_rate_card: str = Field(min_length=1)
+    orgs: list[OrgSpec] = Field(default_factory=list)
