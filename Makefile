@@ -7,7 +7,7 @@ VENV := .venv
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: demo test install system-deps test-system-deps services lint format check bench bench-rating clean
+.PHONY: demo test install system-deps test-system-deps services lint format check bench bench-rating bench-memory clean
 
 demo: install  ## install, then close last month against the built-in emulator (SQLite, files)
 	$(VENV)/bin/billing demo
@@ -38,10 +38,13 @@ check:  ## ruff, formatting, mypy and the import-layer contracts
 	$(VENV)/bin/mypy billing workers
 	$(VENV)/bin/lint-imports
 
-bench: bench-rating  ## every benchmark; figures go to bench/results/
+bench: bench-rating bench-memory  ## every benchmark; figures go to bench/results/
 
 bench-rating: install  ## rating of 1,000,000 usage rows on one core
 	$(VENV)/bin/python -m bench.rating
+
+bench-memory: install  ## peak memory of a close over 10 pages against 100 pages
+	$(VENV)/bin/python -m bench.fetch_memory
 
 format:
 	$(VENV)/bin/ruff format .

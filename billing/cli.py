@@ -20,7 +20,13 @@ from billing.errors import BillingError, ConfigError
 from billing.money import minor_to_decimal, round_quantity
 from billing.periods import BillingPeriod
 from billing.rating import describe_pricing
-from billing.services import CloseResult, close_period, open_database, quote_org
+from billing.services import (
+    CloseResult,
+    close_period,
+    open_database,
+    quote_org,
+    rerate_period,
+)
 from billing.statements import formatting
 from billing.usage.faults import FAULT_SPEC_HELP, FaultPlan
 
@@ -75,27 +81,51 @@ def print_result(result: CloseResult, settings: Settings) -> None:
     out.print(f"statements: {result.folder}\nsummary:    {result.summary_path}")
 
 
-def _dispatch_close(settings: Settings, period: BillingPeriod, trigger: str) -> CloseResult | None:
+def _dispatch_close(
+    settings: Settings, period: BillingPeriod, trigger: str, org_ids: tuple[str, ...] = ()
+) -> CloseResult | None:
     if settings.broker_url:
         from workers.dispatch import close_on_workers
 
-        message = close_on_workers(settings, period, trigger)
+        message = close_on_workers(settings, period, trigger, org_ids)
         out.print(message)
         return None
     return close_period(
-        settings, period, trigger=trigger, progress=lambda text: err.print(f"[dim]{text}[/dim]")
+        settings,
+        period,
+        trigger=trigger,
+        org_ids=org_ids,
+        progress=lambda text: err.print(f"[dim]{text}[/dim]"),
     )
 
 
 @app.command()
 def close(
     period: Annotated[str, typer.Option("--period", help="The UTC month to close, YYYY-MM.")],
+    org: Annotated[
+        list[str] | None,
+        typer.Option("--org", help="Close only this org (repeatable): a partial close."),
+    ] = None,
 ) -> None:
     """Close a month: fetch usage, rate it, store invoices, write statements, hand over emails."""
     settings = load_settings()
-    result = _dispatch_close(settings, BillingPeriod.parse(period), "cli")
+    result = _dispatch_close(settings, BillingPeriod.parse(period), "cli", tuple(org or ()))
     if result is not None:
         print_result(result, settings)
+
+
+@app.command()
+def rerate(
+    period: Annotated[str, typer.Option("--period", help="The UTC month to re-rate, YYYY-MM.")],
+) -> None:
+    """Re-rate a closed month from its stored usage snapshot (no call to the MKA1 API)."""
+    settings = load_settings()
+    result = rerate_period(
+        settings,
+        BillingPeriod.parse(period),
+        progress=lambda text: err.print(f"[dim]{text}[/dim]"),
+    )
+    print_result(result, settings)
 
 
 @app.command()

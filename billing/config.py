@@ -13,6 +13,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = PROJECT_ROOT / "examples"
 
 EmailBackendName = Literal["file", "console", "none"]
+GroupByExtra = Literal["session_kind", "operation", "provider"]
 
 
 def _env(name: str) -> AliasChoices:
@@ -31,6 +32,16 @@ class Settings(BaseSettings):
     mka1_on_behalf_of: str | None = Field(None, validation_alias=_env("MKA1_ON_BEHALF_OF"))
     mka1_timeout_seconds: float = Field(30.0, gt=0, validation_alias=_env("MKA1_TIMEOUT_SECONDS"))
     mka1_max_attempts: int = Field(5, ge=1, validation_alias=_env("MKA1_MAX_ATTEMPTS"))
+    mka1_page_deadline_seconds: float = Field(
+        120.0, gt=0, validation_alias=_env("MKA1_PAGE_DEADLINE_SECONDS")
+    )
+    mka1_bucket_width: Literal["1m", "1h", "1d"] = Field(
+        "1d", validation_alias=_env("MKA1_BUCKET_WIDTH")
+    )
+    mka1_group_by_extra: tuple[GroupByExtra, ...] = Field(
+        (), validation_alias=_env("MKA1_GROUP_BY_EXTRA")
+    )
+    completeness_check: bool = Field(True, validation_alias=_env("BILLING_COMPLETENESS_CHECK"))
 
     database_url: str = Field("sqlite:///billing.db", validation_alias=_env("BILLING_DATABASE_URL"))
     rate_cards: Path = Field(EXAMPLES / "ratecards", validation_alias=_env("BILLING_RATE_CARDS"))
@@ -52,6 +63,13 @@ class Settings(BaseSettings):
         if not value.startswith(("http://", "https://")):
             raise ValueError("MKA1_BASE_URL must start with http:// or https://")
         return value.rstrip("/")
+
+    @field_validator("mka1_group_by_extra", mode="before")
+    @classmethod
+    def _comma_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
 
     @field_validator("broker_url", "mka1_on_behalf_of", mode="before")
     @classmethod

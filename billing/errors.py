@@ -8,7 +8,8 @@
     │   ├── UpstreamUnavailable     connect error, timeout, 5xx, 429 after retries  (retryable)
     │   ├── UpstreamAuthError       401/403: the API key is missing or wrong
     │   ├── UpstreamRejected        422 or another 4xx: the request was refused
-    │   └── UsageContractError      a page does not match the contract (names page and field)
+    │   ├── UsageContractError      a page does not match the contract (names page and field)
+    │   └── IncompleteUsage         grouped usage does not add up to the per-org totals
     ├── StorageError                the database refused a write or is behind on migrations
     └── OutputError                 a statement or email could not be written
 
@@ -64,3 +65,7 @@ class StorageError(BillingError):
 
 class OutputError(BillingError):
     """A statement, report or email file could not be written."""
+
+
+class IncompleteUsage(UsageError):
+    """The grouped usage does not add up to the per-org totals: nothing was billed."""

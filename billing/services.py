@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,8 +31,10 @@ from billing.db.repository import (
     replace_period_invoices,
     start_run,
 )
+from billing.db.snapshots import iter_snapshot, latest_snapshot_run
 from billing.domain import OrgAccount, RateCard, RatedInvoice, RatingReport, Statement
 from billing.errors import BillingError
+from billing.fetching import check_completeness, describe_query, fetch_and_snapshot
 from billing.mail import StatementDocuments, build_statement_email, email_backend
 from billing.periods import BillingPeriod
 from billing.rating import UsageAggregate, rate_org, rate_period
@@ -43,6 +46,11 @@ from billing.usage.client import UsageClient, UsageQuery
 log = logging.getLogger(__name__)
 
 Progress = Callable[[str], None]
+Clock = Callable[[], datetime]
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)
@@ -74,12 +82,17 @@ class Pricing:
     def card_for(self, account: OrgAccount) -> RateCard:
         return card_for_account(self.catalog, self.directory, account, self.period)
 
-    def usage_query(self, org_ids: tuple[str, ...] = ()) -> UsageQuery:
+    def usage_query(
+        self,
+        org_ids: tuple[str, ...] = (),
+        bucket_width: str = "1d",
+        extra_group_by: tuple[str, ...] = (),
+    ) -> UsageQuery:
         """The fetch this pricing needs: by session kind too when a card prices by kind."""
-        query = UsageQuery.for_period(self.period, org_ids=org_ids)
         if any(card.needs_session_kind for card in self.catalog.cards):
-            query = dataclasses.replace(query, group_by=(*query.group_by, "session_kind"))
-        return query
+            extra_group_by = (*extra_group_by, "session_kind")
+        query = UsageQuery.for_period(self.period, org_ids, extra_group_by)
+        return dataclasses.replace(query, bucket_width=bucket_width)
 
 
 def load_pricing(settings: Settings, period: BillingPeriod) -> Pricing:
@@ -105,6 +118,7 @@ def usage_client(settings: Settings, http: httpx.Client) -> UsageClient:
         settings.mka1_api_key,
         on_behalf_of=settings.mka1_on_behalf_of,
         max_attempts=settings.mka1_max_attempts,
+        page_deadline_seconds=settings.mka1_page_deadline_seconds,
     )
 
 
@@ -137,13 +151,9 @@ def quote_org(
 ) -> tuple[RatedInvoice | None, RatingReport]:
     """Price one org's usage for a period without storing anything (the dry run before a close)."""
     pricing = load_pricing(settings, period)
-    client_http = http or http_client(settings)
-    try:
-        client = usage_client(settings, client_http)
+    with _http_session(settings, http) as session_http:
+        client = usage_client(settings, session_http)
         aggregate, _pages = fetch_usage(client, pricing.usage_query((org_id,)), log.debug)
-    finally:
-        if http is None:
-            client_http.close()
     usage = aggregate.by_org.get(org_id)
     if usage is None:
         return None, aggregate.report
@@ -173,40 +183,151 @@ def close_period(
     trigger: str = "cli",
     http: httpx.Client | None = None,
     progress: Progress | None = None,
-    now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    now: Clock = _utc_now,
+    org_ids: Sequence[str] = (),
 ) -> CloseResult:
-    """Close a month: fetch, rate, store (all or nothing), render, summarise and email."""
+    """Close a month: fetch (with snapshot and completeness check), rate, store, render, email.
+
+    With `org_ids` only those orgs are fetched and their invoices replaced (a partial close).
+    """
+    say = progress or log.info
+    pricing = load_pricing(settings, period)
+    engine = open_database(settings)
+    query = pricing.usage_query(
+        tuple(org_ids), settings.mka1_bucket_width, settings.mka1_group_by_extra
+    )
+    with Session(engine) as session:
+        run_id = start_run(
+            session,
+            period,
+            trigger,
+            settings.mka1_base_url,
+            now(),
+            request_params=describe_query(settings.mka1_base_url, query),
+        )
+
+    def work(outcome: RunOutcome) -> CloseResult:
+        with _http_session(settings, http) as session_http:
+            client = usage_client(settings, session_http)
+            fetched = fetch_and_snapshot(client, query, engine, run_id, say)
+            outcome.pages_fetched = fetched.pages
+            outcome.usage_checksum = fetched.checksum
+            outcome.duplicate_results = fetched.duplicate_results
+            try:
+                if settings.completeness_check:
+                    check_completeness(client, query, fetched, say)
+            finally:
+                outcome.completeness = fetched.completeness
+        return _rate_store_publish(
+            settings, engine, pricing, fetched.aggregate, run_id, outcome, say, now, org_ids
+        )
+
+    return _run(engine, run_id, work, now)
+
+
+def rerate_period(
+    settings: Settings,
+    period: BillingPeriod,
+    *,
+    trigger: str = "cli",
+    progress: Progress | None = None,
+    now: Clock = _utc_now,
+) -> CloseResult:
+    """Re-rate a period from the usage snapshot of its last close, without calling the upstream."""
     say = progress or log.info
     pricing = load_pricing(settings, period)
     engine = open_database(settings)
     with Session(engine) as session:
-        run_id = start_run(session, period, trigger, settings.mka1_base_url, now())
-    pages = 0
-    report: RatingReport | None = None
-    try:
-        owned_http = http is None
-        http = http or http_client(settings)
-        try:
-            aggregate, pages = fetch_usage(usage_client(settings, http), pricing.usage_query(), say)
-        finally:
-            if owned_http:
-                http.close()
-        report = aggregate.report
-        rated = rate_period(aggregate, pricing.account_for, pricing.card_for)
-        say(f"rated {len(rated)} orgs from {report.usage_results} usage results")
-        with Session(engine) as session, session.begin():
-            replace_period_invoices(session, run_id, period, rated, issued_at=now())
+        source = latest_snapshot_run(session, str(period))
+        if source is None or source.id is None:
+            raise BillingError(
+                f"no usage snapshot of {period} to re-rate: "
+                f"run billing close --period {period} first"
+            )
+        source_id, checksum, pages = source.id, source.usage_checksum, source.pages_fetched
+        run_id = start_run(
+            session,
+            period,
+            f"rerate:{trigger}",
+            f"snapshot of run {source_id}",
+            now(),
+            request_params=source.request_params,
+            rerated_from_run_id=source_id,
+        )
+
+    def work(outcome: RunOutcome) -> CloseResult:
+        aggregate = UsageAggregate()
         with Session(engine) as session:
-            statements = load_statements(session, period)
-        result = publish_statements(settings, period, statements, run_id, report, pages, say)
-    except BillingError as error:
-        with Session(engine) as session:
-            finish_run(session, run_id, RunOutcome("failed", pages, report, 0, str(error)), now())
-        raise
+            aggregate.add_all(iter_snapshot(session, source_id))
+        say(
+            f"read {aggregate.report.usage_results} usage results "
+            f"from the snapshot of run {source_id}"
+        )
+        outcome.pages_fetched = pages
+        outcome.usage_checksum = checksum
+        return _rate_store_publish(settings, engine, pricing, aggregate, run_id, outcome, say, now)
+
+    return _run(engine, run_id, work, now)
+
+
+def _rate_store_publish(
+    settings: Settings,
+    engine: Engine,
+    pricing: Pricing,
+    aggregate: UsageAggregate,
+    run_id: int,
+    outcome: RunOutcome,
+    say: Progress,
+    now: Clock,
+    org_ids: Sequence[str] = (),
+) -> CloseResult:
+    """Rate the totals, store the invoices in one transaction, then write and send statements."""
+    outcome.report = aggregate.report
+    rated = rate_period(aggregate, pricing.account_for, pricing.card_for)
+    say(f"rated {len(rated)} orgs from {aggregate.report.usage_results} usage results")
+    with Session(engine) as session, session.begin():
+        replace_period_invoices(
+            session, run_id, pricing.period, rated, now(), org_scope=set(org_ids) or None
+        )
     with Session(engine) as session:
-        finish_run(session, run_id, RunOutcome("succeeded", pages, report, len(statements)), now())
+        statements = load_statements(session, pricing.period)
+    outcome.invoice_count = len(statements)
+    return publish_statements(
+        settings, pricing.period, statements, run_id, aggregate.report, outcome.pages_fetched, say
+    )
+
+
+def _run(
+    engine: Engine, run_id: int, work: Callable[[RunOutcome], CloseResult], now: Clock
+) -> CloseResult:
+    """Do a run's work and record how it ended, failed or succeeded."""
+    outcome = RunOutcome()
+    try:
+        result = work(outcome)
+    except BillingError as error:
+        outcome.status, outcome.error = "failed", str(error)
+        with Session(engine) as session:
+            finish_run(session, run_id, outcome, now())
+        engine.dispose()
+        raise
+    outcome.status = "succeeded"
+    with Session(engine) as session:
+        finish_run(session, run_id, outcome, now())
     engine.dispose()
     return result
+
+
+@contextmanager
+def _http_session(settings: Settings, given: httpx.Client | None) -> Iterator[httpx.Client]:
+    """The given HTTP client, or a fresh one closed afterwards."""
+    if given is not None:
+        yield given
+        return
+    fresh = http_client(settings)
+    try:
+        yield fresh
+    finally:
+        fresh.close()
 
 
 def publish_statements(

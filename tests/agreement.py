@@ -70,3 +70,18 @@ def assert_period_agrees(
         assert number in pdf_text
         assert money(total, row["currency"], locale) in pdf_text
     return {org: values[1] for org, values in db.items()}
+
+
+def query_one(database_url: str, sql: str) -> tuple[object, ...]:
+    """The single row a query returns, on either database."""
+    engine = create_engine(normalise_url(database_url))
+    with engine.connect() as connection:
+        row = connection.execute(text(sql)).one()
+    engine.dispose()
+    return tuple(row)
+
+
+def count(database_url: str, table: str) -> int:
+    value = query_one(database_url, f"SELECT count(*) FROM {table}")[0]  # noqa: S608
+    assert isinstance(value, int)
+    return value

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from pydantic import SecretStr
 
 from billing.config import Settings
 
@@ -62,6 +63,14 @@ def pg_url(pg_server_url: Callable[[], str]) -> str:
     return pg_server_url()
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, sqlite_url: str) -> str:
+    """The same test on a SQLite file and on a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return sqlite_url
+    return str(request.getfixturevalue("pg_url"))
+
+
 @pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'billing.db'}"
@@ -78,6 +87,7 @@ def make_settings(tmp_path: Path) -> Callable[..., Settings]:
             "email_backend": "file",
             "broker_url": None,
             "mka1_max_attempts": 3,
+            "mka1_api_key": SecretStr("test-key"),
         }
         values.update(overrides)
         return Settings(_env_file=None, **values)  # type: ignore[call-arg]

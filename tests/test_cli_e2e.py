@@ -101,6 +101,11 @@ def test_cli_close_over_http_on_postgres(emulator_url: str, pg_url: str, tmp_pat
     again = run_billing("close", "--period", str(PERIOD), env=env, cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     assert assert_period_agrees(pg_url, tmp_path / "out" / "2026-10", "2026-10") == totals
+    offline = {**env, "MKA1_BASE_URL": "http://127.0.0.1:9"}  # nobody listens: snapshot only
+    rerated = run_billing("rerate", "--period", str(PERIOD), env=offline, cwd=tmp_path)
+    assert rerated.returncode == 0, rerated.stderr
+    assert "from the snapshot of run" in rerated.stderr
+    assert assert_period_agrees(pg_url, tmp_path / "out" / "2026-10", "2026-10") == totals
 
 
 @pytest.mark.e2e

@@ -18,26 +18,11 @@ from billing.money import minor_to_decimal
 from billing.periods import BillingPeriod
 from billing.services import close_period, quote_org
 from billing.usage.emulator import running_emulator
-from tests.agreement import assert_period_agrees
+from tests.agreement import assert_period_agrees, count
 from tests.reference import cards_need_session_kind, expected_totals, fetch_raw_results
 
 PERIOD = BillingPeriod.parse("2026-10")
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-
-
-def count(database_url: str, table: str) -> int:
-    engine = create_engine(normalise_url(database_url))
-    with engine.connect() as connection:
-        value = connection.execute(text(f"SELECT count(*) FROM {table}")).scalar_one()  # noqa: S608
-    engine.dispose()
-    return int(value)
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def database_url(request: pytest.FixtureRequest, sqlite_url: str) -> str:
-    if request.param == "sqlite":
-        return sqlite_url
-    return str(request.getfixturevalue("pg_url"))
 
 
 def test_close_agrees_everywhere_and_matches_the_hand_computation(

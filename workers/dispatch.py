@@ -8,14 +8,18 @@ from billing.periods import BillingPeriod
 
 
 def close_on_workers(
-    settings: Settings, period: BillingPeriod, trigger: str, timeout: float = 3600
+    settings: Settings,
+    period: BillingPeriod,
+    trigger: str,
+    org_ids: tuple[str, ...] = (),
+    timeout: float = 3600,
 ) -> str:
     """Enqueue the close of a period on the broker and wait for the worker's result."""
     from celery.exceptions import TimeoutError as CeleryTimeout
 
     from workers.tasks import close_period
 
-    async_result = close_period.apply_async(args=[str(period), trigger])
+    async_result = close_period.apply_async(args=[str(period), trigger, list(org_ids)])
     try:
         outcome = async_result.get(timeout=timeout, propagate=False)
     except CeleryTimeout:

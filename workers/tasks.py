@@ -11,9 +11,13 @@ from workers.celery_app import app
 
 
 @app.task(name="workers.tasks.close_period")
-def close_period(period: str, trigger: str = "celery") -> dict[str, object]:
-    """Close one period and report the run id, invoice count and statement folder."""
-    result = close_period_service(get_settings(), BillingPeriod.parse(period), trigger=trigger)
+def close_period(
+    period: str, trigger: str = "celery", org_ids: list[str] | None = None
+) -> dict[str, object]:
+    """Close one period (or some orgs of it) and report the run, invoices and folder."""
+    result = close_period_service(
+        get_settings(), BillingPeriod.parse(period), trigger=trigger, org_ids=tuple(org_ids or ())
+    )
     return {
         "run_id": result.run_id,
         "period": str(result.period),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import TypeVar
@@ -30,7 +30,14 @@ from billing.periods import BillingPeriod
 
 
 def start_run(
-    session: Session, period: BillingPeriod, trigger: str, upstream_url: str, now: datetime
+    session: Session,
+    period: BillingPeriod,
+    trigger: str,
+    upstream_url: str,
+    now: datetime,
+    *,
+    request_params: str | None = None,
+    rerated_from_run_id: int | None = None,
 ) -> int:
     """Record that a close has begun; committed at once so a failure is still on record."""
     run = BillingRun(
@@ -39,6 +46,8 @@ def start_run(
         trigger=trigger,
         started_at=now,
         upstream_url=upstream_url,
+        request_params=request_params,
+        rerated_from_run_id=rerated_from_run_id,
     )
     session.add(run)
     session.commit()
@@ -46,23 +55,31 @@ def start_run(
     return run.id
 
 
-@dataclass(frozen=True)
+@dataclass
 class RunOutcome:
-    status: str
+    """How far a run got; filled in stage by stage and written when the run ends."""
+
+    status: str = "running"
     pages_fetched: int = 0
     report: RatingReport | None = None
     invoice_count: int = 0
     error: str | None = None
+    usage_checksum: str | None = None
+    duplicate_results: int = 0
+    completeness: str | None = None
 
 
 def finish_run(session: Session, run_id: int, outcome: RunOutcome, now: datetime) -> None:
-    """Record how a close ended."""
+    """Record how a run ended."""
     values: dict[str, object] = {
         "status": outcome.status,
         "finished_at": now,
         "pages_fetched": outcome.pages_fetched,
         "invoice_count": outcome.invoice_count,
         "error": outcome.error,
+        "usage_checksum": outcome.usage_checksum,
+        "duplicate_results": outcome.duplicate_results,
+        "completeness": outcome.completeness,
     }
     if outcome.report is not None:
         values["usage_results"] = outcome.report.usage_results
@@ -96,23 +113,25 @@ def replace_period_invoices(
     period: BillingPeriod,
     rated: Sequence[RatedInvoice],
     issued_at: datetime,
+    org_scope: Collection[str] | None = None,
 ) -> None:
-    """Store a period's invoices, replacing any earlier ones; an org keeps its invoice number.
+    """Store a period's invoices, replacing earlier ones; an org keeps its invoice number.
+
+    With `org_scope` (a partial close) only those orgs' invoices are replaced.
 
     The caller's transaction makes it all or nothing.
     """
+    scope = col(Invoice.period) == str(period)
+    if org_scope is not None:
+        scope = scope & col(Invoice.org_id).in_(org_scope)
     existing = dict(
-        session.execute(
-            select(col(Invoice.org_id), col(Invoice.number)).where(
-                col(Invoice.period) == str(period)
-            )
-        ).all()
+        session.execute(select(col(Invoice.org_id), col(Invoice.number)).where(scope)).all()
     )
     if existing:
-        old_ids = select(col(Invoice.id)).where(col(Invoice.period) == str(period))
+        old_ids = select(col(Invoice.id)).where(scope)
         session.execute(delete(InvoiceLine).where(col(InvoiceLine.invoice_id).in_(old_ids)))
         session.execute(delete(InvoiceCharge).where(col(InvoiceCharge.invoice_id).in_(old_ids)))
-        session.execute(delete(Invoice).where(col(Invoice.period) == str(period)))
+        session.execute(delete(Invoice).where(scope))
     newcomers = [invoice.org.org_id for invoice in rated if invoice.org.org_id not in existing]
     numbers = dict(
         zip(newcomers, _next_numbers(session, issued_at.year, len(newcomers)), strict=True)

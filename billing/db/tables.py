@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import Column, ForeignKey, Index, Integer, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Column, ForeignKey, Index, Integer, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from billing.db.types import ExactDecimal, UTCDateTime
@@ -32,6 +32,47 @@ class BillingRun(SQLModel, table=True):
     invoice_count: int = 0
     results_without_memory: int = 0
     error: str | None = Field(default=None, sa_column=Column(Text))
+    request_params: str | None = Field(default=None, sa_column=Column(Text))
+    usage_checksum: str | None = Field(default=None, max_length=64)
+    duplicate_results: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    completeness: str | None = Field(default=None, max_length=16)
+    rerated_from_run_id: int | None = Field(
+        default=None,
+        sa_column=Column(Integer, ForeignKey("billing_run.id", name="fk_billing_run_rerated_from")),
+    )
+
+
+def _count() -> Column[int]:
+    return Column(BigInteger, nullable=False)
+
+
+class UsageSnapshotRow(SQLModel, table=True):
+    """One usage result exactly as a run fetched and priced it (the evidence behind invoices)."""
+
+    __tablename__ = "usage_snapshot"
+    __table_args__ = (Index("ix_usage_snapshot_run", "run_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: int = Field(
+        sa_column=Column(Integer, ForeignKey("billing_run.id", ondelete="CASCADE"), nullable=False)
+    )
+    page: int
+    bucket_start: int = Field(sa_column=_count())
+    bucket_end: int = Field(sa_column=_count())
+    org_id: str = Field(max_length=255)
+    api_key_id: str | None = Field(default=None, max_length=255)
+    user_id: str | None = Field(default=None, max_length=255)
+    session_kind: str | None = Field(default=None, max_length=32)
+    duration_ms: int = Field(sa_column=_count())
+    reserved_memory_mib: int | None = Field(default=None, sa_column=Column(BigInteger))
+    peak_memory_mib: Decimal | None = Field(default=None, sa_column=Column(ExactDecimal()))
+    workspace_bytes_in: int = Field(sa_column=_count())
+    workspace_bytes_out: int = Field(sa_column=_count())
+    num_sessions: int = Field(sa_column=_count())
+    request_count: int = Field(sa_column=_count())
+    num_operations: int = Field(sa_column=_count())
+    files_changed_count: int = Field(sa_column=_count())
+    oom_killed_count: int = Field(sa_column=_count())
 
 
 class Invoice(SQLModel, table=True):

@@ -112,10 +112,11 @@ class UsageQuery:
 
 @dataclass(frozen=True)
 class UsagePage:
-    """One validated page: its number (1-based) and its results as domain records."""
+    """One validated page: its number (1-based), its results, and the SHA-256 of its body."""
 
     number: int
     records: list[UsageRecord]
+    body_sha256: str = ""
 
 
 @dataclass
@@ -225,8 +226,9 @@ class UsageClient:
         url = self._base_url + USAGE_PATH
         params: dict[str, str] | None = query.params()
         for number in range(1, self._max_pages + 1):
-            page = self._validate(self._get_with_retries(url, params, number), number, query)
-            yield self._new_records_page(page, number, index)
+            body, digest = self._get_with_retries(url, params, number)
+            page = self._validate(body, number, query)
+            yield UsagePage(number, self._new_records_page(page, number, index), digest)
             if not page.has_more:
                 return
             cursor = self._next_cursor(page, number, seen_cursors)
@@ -242,7 +244,7 @@ class UsageClient:
 
     def _new_records_page(
         self, page: UsagePageModel, number: int, index: _ResultIndex
-    ) -> UsagePage:
+    ) -> list[UsageRecord]:
         records: list[UsageRecord] = []
         kinds: dict[ResultKind, int] = {"new": 0, "duplicate": 0, "conflicting": 0}
         for kind, record in _classified_records(page, number, index):
@@ -257,7 +259,7 @@ class UsageClient:
             if kind == "new":
                 records.append(record)
         self._count_page(number, len(records), kinds["duplicate"])
-        return UsagePage(number, records)
+        return records
 
     def _count_page(self, number: int, kept: int, duplicates: int) -> None:
         self.stats.pages += 1
@@ -308,8 +310,10 @@ class UsageClient:
 
     # ------------------------------------------------------------------ one page, with retries
 
-    def _get_with_retries(self, url: str, params: dict[str, str] | None, number: int) -> Any:
-        """The page's parsed JSON, after retrying transient failures within the page deadline."""
+    def _get_with_retries(
+        self, url: str, params: dict[str, str] | None, number: int
+    ) -> tuple[Any, str]:
+        """The page's parsed JSON and body digest, retrying transient failures in the deadline."""
         deadline = self._clock() + self._page_deadline_seconds
         retrying = Retrying(
             stop=lambda state: self._should_stop(state, deadline),
@@ -372,7 +376,7 @@ class UsageClient:
 
     def _get_once(
         self, url: str, params: dict[str, str] | None, number: int, deadline: float
-    ) -> Any:
+    ) -> tuple[Any, str]:
         try:
             response = self._http.get(
                 url, params=params, headers=self._headers(), timeout=self._timeout(deadline)
@@ -381,11 +385,12 @@ class UsageClient:
             raise _Transient(f"{type(error).__name__} from {_origin(url)}") from None
         _raise_for_status(response, number, self._redact)
         try:
-            return json.loads(response.content, parse_float=Decimal)
+            parsed = json.loads(response.content, parse_float=Decimal)
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
             raise _Transient(
                 f"the body is not valid JSON ({error})", unreadable_body=True
             ) from None
+        return parsed, hashlib.sha256(response.content).hexdigest()
 
     def _timeout(self, deadline: float) -> httpx.Timeout:
         """The client's own timeouts, each cut to the time left before the page deadline."""

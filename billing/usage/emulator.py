@@ -744,11 +744,14 @@ class UsageEmulator:
 
     def _spoil_page(self, body: JsonObject, fault: PageFault, this_page: _Cursor) -> None:
         """Apply a data fault to a page body; `this_page` is the cursor of the page served."""
-        if fault.kind == "unknown-enum":
-            results = (result for bucket in body["data"] for result in bucket["results"])
-            first = next(results, None)
-            if first is not None:
-                first["session_kind"] = UNKNOWN_SESSION_KIND
+        if fault.kind in ("unknown-enum", "lose-result"):
+            for bucket in body["data"]:
+                if bucket["results"]:
+                    if fault.kind == "lose-result":
+                        del bucket["results"][0]
+                    else:
+                        bucket["results"][0]["session_kind"] = UNKNOWN_SESSION_KIND
+                    return
             return
         if fault.kind == "repeat-cursor":
             earlier = max(this_page.offset - self.page_size, 0)

@@ -17,6 +17,7 @@ FaultKind = Literal[
     "repeat-cursor",  # next_page points back at an earlier page, so a naive client loops
     "duplicate-page",  # the next page repeats this page's data under a fresh cursor
     "unknown-enum",  # the first result of the page has session_kind "quantum"
+    "lose-result",  # the first result of the page is silently left out (lost upstream)
 ]
 FAULT_KINDS: Final = frozenset(get_args(FaultKind))
 # Faults answered before the page is computed, or instead of its normal body.
@@ -29,7 +30,7 @@ _SPEC = re.compile(r"(?P<kind>[a-z0-9-]+)@(?P<page>[0-9]+)(?:x(?P<times>[0-9]+|\
 FAULT_SPEC_FORMAT: Final = "KIND@PAGE or KIND@PAGExTIMES"
 FAULT_SPEC_HELP: Final = (
     f"{FAULT_SPEC_FORMAT}, e.g. 503@2x3 (three 503s on page 2), drop@1, truncate@3x*, "
-    "429@2x2, 500@4, repeat-cursor@3, duplicate-page@2, unknown-enum@2. "
+    "429@2x2, 500@4, repeat-cursor@3, duplicate-page@2, unknown-enum@2, lose-result@1. "
     "Pages are 1-based; TIMES defaults to 1 and * means every time. "
     "Faults on the same page fire in the order given."
 )

@@ -1,0 +1,54 @@
+"""The usage snapshot: every result a run priced, written in bulk per page, read back to re-rate."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator, Sequence
+
+from sqlalchemy import insert, select
+from sqlmodel import Session, col
+
+from billing.db.tables import BillingRun, UsageSnapshotRow
+from billing.domain import UsageRecord
+
+_RECORD_FIELDS = tuple(field.name for field in dataclasses.fields(UsageRecord))
+
+
+def store_snapshot_page(
+    session: Session, run_id: int, page: int, records: Sequence[UsageRecord]
+) -> None:
+    """One multi-row INSERT for a page's results (the caller commits)."""
+    if not records:
+        return
+    rows = [
+        {"run_id": run_id, "page": page, **{name: getattr(record, name) for name in _RECORD_FIELDS}}
+        for record in records
+    ]
+    session.execute(insert(UsageSnapshotRow), rows)
+
+
+def iter_snapshot(session: Session, run_id: int, batch: int = 5_000) -> Iterator[UsageRecord]:
+    """A run's snapshot as usage records, in fetch order, streamed in batches."""
+    columns = UsageSnapshotRow.__table__.c  # type: ignore[attr-defined]
+    query = (
+        select(*(columns[name] for name in _RECORD_FIELDS))
+        .where(columns.run_id == run_id)
+        .order_by(columns.id)
+        .execution_options(yield_per=batch)
+    )
+    for row in session.execute(query):
+        yield UsageRecord(*row)
+
+
+def latest_snapshot_run(session: Session, period: str) -> BillingRun | None:
+    """The newest run of a period that fetched usage itself and finished: what a re-rate uses."""
+    query = (
+        select(BillingRun)
+        .where(col(BillingRun.period) == period)
+        .where(col(BillingRun.status) == "succeeded")
+        .where(col(BillingRun.rerated_from_run_id).is_(None))
+        .where(col(BillingRun.usage_checksum).is_not(None))
+        .order_by(col(BillingRun.id).desc())
+        .limit(1)
+    )
+    return session.execute(query).scalars().first()
