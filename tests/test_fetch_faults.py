@@ -206,7 +206,10 @@ def invoice_view(statements: list[Statement]) -> list[tuple[object, ...]]:
 def test_a_close_that_recovers_bills_exactly_like_a_clean_close(
     make_settings: Callable[..., Settings], tmp_path: Path
 ) -> None:
-    plan = faults(("503", 2, 1), ("drop", 2, 1), ("duplicate-page", 3, 1), ("truncate", 5, 1))
+    # Three transient failures in a row on page 2, a replayed page 3 and a cut-off page 5.
+    plan = faults(
+        ("503", 2, 1), ("drop", 2, 1), ("429", 2, 1), ("duplicate-page", 3, 1), ("truncate", 5, 1)
+    )
     recovered = close_against(plan, make_settings, tmp_path, "faulty")
     reference = close_against(FaultPlan(), make_settings, tmp_path, "clean")
     assert len(reference.statements) == ORGS

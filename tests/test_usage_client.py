@@ -427,3 +427,18 @@ def test_the_query_rejects_unknown_dimensions_and_bucket_widths() -> None:
         UsageQuery.for_period(period, extra_group_by=("model",))
     with pytest.raises(ValueError, match="bucket_width '1w'"):
         UsageQuery(start_time=0, end_time=1, bucket_width="1w")
+
+
+def test_on_behalf_of_is_sent_when_configured() -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json=page([result()]))
+
+    http = httpx.Client(transport=httpx.MockTransport(handler))
+    client = UsageClient(http, BASE, SecretStr("k"), on_behalf_of="finance-bot")
+    list(client.iter_records(QUERY))
+    assert seen[0].headers["X-On-Behalf-Of"] == "finance-bot"
+    list(client_for(handler).iter_records(QUERY))
+    assert "X-On-Behalf-Of" not in seen[1].headers
