@@ -55,6 +55,12 @@ class Settings(BaseSettings):
     broker_url: str | None = Field(None, validation_alias=_env("BILLING_BROKER_URL"))
     locale: str = Field("en_US", validation_alias=_env("BILLING_LOCALE"))
     issuer_name: str = Field("MKA1, Inc.", validation_alias=_env("BILLING_ISSUER_NAME"))
+    issuer_address: str = Field(
+        "548 Market Street, San Francisco, CA 94104, USA",
+        validation_alias=_env("BILLING_ISSUER_ADDRESS"),
+    )
+    payment_terms_days: int = Field(30, ge=0, validation_alias=_env("BILLING_PAYMENT_TERMS_DAYS"))
+    page_size: Literal["A4", "Letter"] = Field("A4", validation_alias=_env("BILLING_PAGE_SIZE"))
     auto_migrate: bool = Field(True, validation_alias=_env("BILLING_AUTO_MIGRATE"))
 
     @field_validator("mka1_base_url")

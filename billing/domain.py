@@ -158,6 +158,7 @@ class OrgAccount:
     listed: bool = True
     discount_percent: Decimal | None = None
     minimum_commitment: Decimal | None = None
+    billing_address: str = ""
     overrides: Mapping[str, Mapping[str, object]] = field(default_factory=dict)
 
 
@@ -244,6 +245,14 @@ class StatementLine:
 
 
 @dataclass(frozen=True, slots=True)
+class DailyUsage:
+    """An org's session time on one UTC day of the period."""
+
+    day: date
+    duration_ms: int
+
+
+@dataclass(frozen=True, slots=True)
 class Statement:
     """Everything a PDF, CSV or email of one invoice needs, read back from the ledger."""
 
@@ -262,3 +271,7 @@ class Statement:
     charges: tuple[StatementCharge, ...]
     lines: tuple[StatementLine, ...]
     total: Decimal
+    billing_address: str = ""
+    due_at: datetime | None = None
+    daily_usage: tuple[DailyUsage, ...] = ()
+    draft: bool = False

@@ -7,7 +7,7 @@ import logging
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -219,7 +219,7 @@ def close_period(
             finally:
                 outcome.completeness = fetched.completeness
         return _rate_store_publish(
-            settings, engine, pricing, fetched.aggregate, run_id, outcome, say, now, org_ids
+            settings, engine, pricing, fetched.aggregate, run_id, outcome, say, now, org_ids, run_id
         )
 
     return _run(engine, run_id, work, now)
@@ -265,7 +265,9 @@ def rerate_period(
         )
         outcome.pages_fetched = pages
         outcome.usage_checksum = checksum
-        return _rate_store_publish(settings, engine, pricing, aggregate, run_id, outcome, say, now)
+        return _rate_store_publish(
+            settings, engine, pricing, aggregate, run_id, outcome, say, now, (), source_id
+        )
 
     return _run(engine, run_id, work, now)
 
@@ -280,14 +282,23 @@ def _rate_store_publish(
     say: Progress,
     now: Clock,
     org_ids: Sequence[str] = (),
+    snapshot_run_id: int | None = None,
 ) -> CloseResult:
     """Rate the totals, store the invoices in one transaction, then write and send statements."""
     outcome.report = aggregate.report
     rated = rate_period(aggregate, pricing.account_for, pricing.card_for)
     say(f"rated {len(rated)} orgs from {aggregate.report.usage_results} usage results")
     with Session(engine) as session, session.begin():
+        issued_at = now()
         replace_period_invoices(
-            session, run_id, pricing.period, rated, now(), org_scope=set(org_ids) or None
+            session,
+            run_id,
+            pricing.period,
+            rated,
+            issued_at,
+            org_scope=set(org_ids) or None,
+            due_at=issued_at + timedelta(days=settings.payment_terms_days),
+            snapshot_run_id=snapshot_run_id,
         )
     with Session(engine) as session:
         statements = load_statements(session, pricing.period)
@@ -341,7 +352,7 @@ def publish_statements(
 ) -> CloseResult:
     """Render each statement to PDF and CSV, write the summary, and hand emails to the backend."""
     folder = period_folder(settings.output_dir, str(period))
-    renderer = StatementRenderer(settings.templates_dir, settings.locale, settings.issuer_name)
+    renderer = StatementRenderer.from_settings(settings)
     backend = email_backend(settings.email_backend, folder)
     emails_sent = 0
     for statement in statements:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -169,3 +170,27 @@ def test_hourly_buckets_bill_exactly_like_daily_buckets(
             )
         totals.append({org: values[1] for org, values in database_totals(url, str(PERIOD)).items()})
     assert totals[0] == totals[1]
+
+
+def test_daily_usage_of_each_invoice_adds_up_to_its_session_time(
+    make_settings: Callable[..., Settings], database_url: str
+) -> None:
+    with running_emulator(orgs=4, seed=10) as base_url:
+        closed = close_period(
+            make_settings(database_url=database_url, mka1_base_url=base_url), PERIOD
+        )
+    for statement in closed.statements:
+        assert statement.daily_usage, statement.org_id
+        assert all(
+            PERIOD.start.date() <= day.day < PERIOD.end.date() for day in statement.daily_usage
+        )
+        hours = sum(day.duration_ms for day in statement.daily_usage) / Decimal(3_600_000)
+        session_time = [c for c in statement.charges if c.meter == "duration"]
+        if statement.org_id != "org-0003":  # the platform card splits time by session kind
+            assert hours.quantize(Decimal("1e-9")) == session_time[0].quantity.quantize(
+                Decimal("1e-9")
+            )
+        assert statement.due_at is not None
+        assert (statement.due_at - statement.issued_at).days == 30
+    by_org = {s.org_id: s for s in closed.statements}
+    assert by_org["org-0001"].billing_address.startswith("Acme Robotics GmbH\n")

@@ -165,6 +165,7 @@ def _account(org: OrgSpec) -> OrgAccount:
         rate_card_id=org.rate_card,
         discount_percent=org.discount_percent,
         minimum_commitment=org.minimum_commitment,
+        billing_address=org.address.strip(),
         overrides={
             name: override.model_dump(exclude_unset=True)
             for name, override in org.overrides.items()

@@ -201,6 +201,7 @@ class MeterOverrideSpec(_Strict):
 class OrgSpec(_Strict):
     org_id: str = Field(min_length=1)
     name: str = Field(min_length=1)
+    address: str = ""
     email: list[str] = Field(default_factory=list)
     rate_card: str | None = None
     overrides: dict[str, MeterOverrideSpec] = Field(default_factory=dict)

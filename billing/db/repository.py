@@ -5,20 +5,22 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, fields
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TypeVar
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, insert, select, text, update
 from sqlmodel import Session, SQLModel, col
 
 from billing.db.tables import (
     BillingRun,
     Invoice,
     InvoiceCharge,
+    InvoiceDailyUsage,
     InvoiceLine,
     InvoiceNumberSequence,
 )
 from billing.domain import (
+    DailyUsage,
     RatedInvoice,
     RatingReport,
     Statement,
@@ -114,6 +116,9 @@ def replace_period_invoices(
     rated: Sequence[RatedInvoice],
     issued_at: datetime,
     org_scope: Collection[str] | None = None,
+    *,
+    due_at: datetime | None = None,
+    snapshot_run_id: int | None = None,
 ) -> None:
     """Store a period's invoices, replacing earlier ones; an org keeps its invoice number.
 
@@ -129,6 +134,9 @@ def replace_period_invoices(
     )
     if existing:
         old_ids = select(col(Invoice.id)).where(scope)
+        session.execute(
+            delete(InvoiceDailyUsage).where(col(InvoiceDailyUsage.invoice_id).in_(old_ids))
+        )
         session.execute(delete(InvoiceLine).where(col(InvoiceLine.invoice_id).in_(old_ids)))
         session.execute(delete(InvoiceCharge).where(col(InvoiceCharge.invoice_id).in_(old_ids)))
         session.execute(delete(Invoice).where(scope))
@@ -152,6 +160,8 @@ def replace_period_invoices(
             "rate_card_hash": invoice.rate_card.content_hash,
             "total": minor_to_decimal(invoice.total_minor, invoice.currency),
             "issued_at": issued_at,
+            "due_at": due_at,
+            "billing_address": invoice.org.billing_address,
         }
         for invoice in rated
     ]
@@ -200,6 +210,24 @@ def replace_period_invoices(
     session.execute(insert(InvoiceCharge), charge_rows)
     if line_rows:
         session.execute(insert(InvoiceLine), line_rows)
+    if snapshot_run_id is not None:
+        store_daily_usage(session, run_id, snapshot_run_id)
+
+
+_DAILY_FROM_SNAPSHOT = text(
+    """
+    INSERT INTO invoice_daily_usage (invoice_id, day_start, duration_ms)
+    SELECT i.id, (s.bucket_start / 86400) * 86400, SUM(s.duration_ms)
+    FROM usage_snapshot s JOIN invoice i ON i.org_id = s.org_id
+    WHERE s.run_id = :snapshot_run_id AND i.run_id = :run_id
+    GROUP BY i.id, (s.bucket_start / 86400) * 86400
+    """
+)
+
+
+def store_daily_usage(session: Session, run_id: int, snapshot_run_id: int) -> None:
+    """Session time per UTC day of each invoice a run stored, summed in SQL from the snapshot."""
+    session.execute(_DAILY_FROM_SNAPSHOT, {"run_id": run_id, "snapshot_run_id": snapshot_run_id})
 
 
 RowT = TypeVar("RowT")
@@ -222,6 +250,20 @@ def _rows_by_invoice(
     return grouped
 
 
+def _daily_usage(session: Session, ids: list[int]) -> dict[int, list[DailyUsage]]:
+    columns = InvoiceDailyUsage.__table__.c  # type: ignore[attr-defined]
+    query = (
+        select(columns.invoice_id, columns.day_start, columns.duration_ms)
+        .where(columns.invoice_id.in_(ids))
+        .order_by(columns.invoice_id, columns.day_start)
+    )
+    daily: dict[int, list[DailyUsage]] = defaultdict(list)
+    for invoice_id, day_start, duration_ms in session.execute(query):
+        day = datetime.fromtimestamp(day_start, UTC).date()
+        daily[invoice_id].append(DailyUsage(day, int(duration_ms)))
+    return daily
+
+
 def load_statements(
     session: Session, period: BillingPeriod, org_id: str | None = None
 ) -> list[Statement]:
@@ -235,6 +277,7 @@ def load_statements(
     ids = [invoice.id for invoice in invoices if invoice.id is not None]
     charges = _rows_by_invoice(session, InvoiceCharge, StatementCharge, ids, "position")
     lines = _rows_by_invoice(session, InvoiceLine, StatementLine, ids, "id")
+    daily = _daily_usage(session, ids)
     return [
         Statement(
             invoice_id=invoice.id or 0,
@@ -252,6 +295,9 @@ def load_statements(
             charges=tuple(charges[invoice.id or 0]),
             lines=tuple(lines[invoice.id or 0]),
             total=invoice.total,
+            billing_address=invoice.billing_address,
+            due_at=invoice.due_at,
+            daily_usage=tuple(daily[invoice.id or 0]),
         )
         for invoice in invoices
     ]

@@ -94,6 +94,24 @@ class Invoice(SQLModel, table=True):
     rate_card_hash: str = Field(max_length=64)
     total: Decimal = Field(sa_column=_exact())
     issued_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    due_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime()))
+    billing_address: str = Field(
+        default="", sa_column=Column(Text, nullable=False, server_default="")
+    )
+
+
+class InvoiceDailyUsage(SQLModel, table=True):
+    """An invoice's session time per UTC day, from the usage snapshot (for the statement chart)."""
+
+    __tablename__ = "invoice_daily_usage"
+    __table_args__ = (UniqueConstraint("invoice_id", "day_start", name="uq_daily_invoice_day"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    invoice_id: int = Field(
+        sa_column=Column(Integer, ForeignKey("invoice.id", ondelete="CASCADE"), nullable=False)
+    )
+    day_start: int = Field(sa_column=Column(BigInteger, nullable=False))
+    duration_ms: int = Field(sa_column=Column(BigInteger, nullable=False))
 
 
 class InvoiceCharge(SQLModel, table=True):

@@ -11,7 +11,7 @@ from urllib.parse import unquote, urlsplit
 
 from jinja2 import ChoiceLoader, Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
-from billing.config import PROJECT_ROOT
+from billing.config import PROJECT_ROOT, Settings
 from billing.domain import Statement
 from billing.errors import OutputError
 from billing.statements import formatting
@@ -83,6 +83,11 @@ class StatementRenderer:
             roots.insert(0, override_dir / "assets")
         self._base_url = (override_dir or SHIPPED_TEMPLATES).resolve().as_uri() + "/"
         self._fetcher = asset_fetcher(roots)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> StatementRenderer:
+        """The renderer the settings describe (templates, locale, issuer)."""
+        return cls(settings.templates_dir, settings.locale, settings.issuer_name)
 
     @property
     def environment(self) -> Environment:
