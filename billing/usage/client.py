@@ -139,7 +139,11 @@ class _Transient(Exception):
     """A failure worth another attempt (connect error, timeout, 429, 5xx, a cut-off body)."""
 
     def __init__(
-        self, reason: str, *, retry_after: float = 0.0, unreadable_body: bool = False
+        self,
+        reason: str,
+        *,
+        retry_after: float = 0.0,  # float-ok: seconds
+        unreadable_body: bool = False,
     ) -> None:
         super().__init__(reason)
         self.reason = reason
@@ -331,12 +335,12 @@ class UsageClient:
             raise self._gave_up(error, number, deadline) from None
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _should_stop(self, state: RetryCallState, deadline: float) -> bool:
+    def _should_stop(self, state: RetryCallState, deadline: float) -> bool:  # float-ok: seconds
         if state.attempt_number >= self._max_attempts:
             return True
         return self._clock() + state.upcoming_sleep >= deadline
 
-    def _wait_before_retry(self, state: RetryCallState) -> float:
+    def _wait_before_retry(self, state: RetryCallState) -> float:  # float-ok: seconds
         """Exponential backoff with jitter, but never less than the server's Retry-After."""
         failure = state.outcome.exception() if state.outcome else None
         retry_after = failure.retry_after if isinstance(failure, _Transient) else 0.0
@@ -354,7 +358,12 @@ class UsageClient:
             state.upcoming_sleep,
         )
 
-    def _gave_up(self, error: RetryError, number: int, deadline: float) -> Exception:
+    def _gave_up(
+        self,
+        error: RetryError,
+        number: int,
+        deadline: float,  # float-ok: seconds
+    ) -> Exception:
         last = error.last_attempt.exception()
         attempts = error.last_attempt.attempt_number
         reason = last.reason if isinstance(last, _Transient) else str(last)
@@ -375,7 +384,11 @@ class UsageClient:
         )
 
     def _get_once(
-        self, url: str, params: dict[str, str] | None, number: int, deadline: float
+        self,
+        url: str,
+        params: dict[str, str] | None,
+        number: int,
+        deadline: float,  # float-ok: seconds
     ) -> tuple[Any, str]:
         try:
             response = self._http.get(
@@ -449,7 +462,7 @@ def _retry_after_seconds(response: httpx.Response) -> float:
     if not value:
         return 0.0
     if value.isdigit():
-        return float(value)
+        return float(value)  # float-ok: seconds
     try:
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError):

@@ -94,9 +94,9 @@ class _OrgProfile:
     """The stable traits of one org: size, keys and users, and time zone."""
 
     org_id: str
-    scale: float
+    scale: float  # float-ok: synthetic activity scale
     pairs: tuple[tuple[str, str | None], ...]  # (api_key_id, user_id or None)
-    weekday_activity: float  # chance that a pair is active on a weekday
+    weekday_activity: float  # float-ok: chance that a pair is active on a weekday
     utc_offset_hours: int
 
 
@@ -269,7 +269,7 @@ def _day_rows(seed: int, profile: _OrgProfile, day_start: int) -> list[_FinestRo
     return [row for row in rows if row is not None]
 
 
-def _activity_probability(profile: _OrgProfile, day_start: int) -> float:
+def _activity_probability(profile: _OrgProfile, day_start: int) -> float:  # float-ok
     weekday = (day_start // DAY + 3) % 7  # 1970-01-01 was a Thursday; Monday is 0
     return profile.weekday_activity * (0.5 if weekday >= 5 else 1.0)
 
@@ -543,10 +543,10 @@ def encode_json(body: Any) -> bytes:
     return json.dumps(body, default=_exact_json_number, separators=(",", ":")).encode()
 
 
-def _exact_json_number(value: object) -> float:
+def _exact_json_number(value: object) -> float:  # float-ok: JSON text only, exactness checked
     """A Decimal as the float whose shortest repr is the same decimal, so the text is exact."""
     if isinstance(value, Decimal):
-        as_float = float(value)
+        as_float = float(value)  # float-ok
         if math.isfinite(as_float) and Decimal(repr(as_float)) == value:
             return as_float
         raise ValueError(f"{value} has no exact short JSON form")
