@@ -25,6 +25,7 @@ from billing.services import (
     close_period,
     open_database,
     quote_org,
+    render_statements,
     rerate_period,
 )
 from billing.statements import formatting
@@ -40,6 +41,10 @@ db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 ratecards_app = typer.Typer(help="Check and inspect rate cards.", no_args_is_help=True)
 app.add_typer(ratecards_app, name="ratecards")
+statements_app = typer.Typer(
+    help="Statements and reports from the stored invoices.", no_args_is_help=True
+)
+app.add_typer(statements_app, name="statements")
 
 out = Console()
 err = Console(stderr=True)
@@ -287,6 +292,28 @@ def db_upgrade() -> None:
     settings = load_settings(auto_migrate=True)
     open_database(settings).dispose()
     out.print("database is at the newest schema")
+
+
+@statements_app.command("render")
+def statements_render(
+    period: Annotated[str, typer.Option("--period", help="The closed month, YYYY-MM.")],
+    org: Annotated[
+        str | None, typer.Option("--org", help="Only this org's PDF and CSV statement.")
+    ] = None,
+) -> None:
+    """Re-render statements and reports from the stored invoices (no re-rating, no upstream
+    call, no email)."""
+    settings = load_settings()
+    result = render_statements(
+        settings,
+        BillingPeriod.parse(period),
+        org,
+        progress=lambda text: err.print(f"[dim]{text}[/dim]"),
+    )
+    out.print(
+        f"re-rendered {len(result.statements)} statements of {result.period} "
+        f"({len(result.files)} files) in {result.folder}"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -62,6 +63,11 @@ class Settings(BaseSettings):
     payment_terms_days: int = Field(30, ge=0, validation_alias=_env("BILLING_PAYMENT_TERMS_DAYS"))
     page_size: Literal["A4", "Letter"] = Field("A4", validation_alias=_env("BILLING_PAGE_SIZE"))
     auto_migrate: bool = Field(True, validation_alias=_env("BILLING_AUTO_MIGRATE"))
+    cost_centres: Path | None = Field(None, validation_alias=_env("BILLING_COST_CENTRES"))
+    report_swing_percent: Decimal = Field(
+        Decimal(50), ge=0, validation_alias=_env("BILLING_REPORT_SWING_PERCENT")
+    )
+    report_top_orgs: int = Field(10, ge=1, validation_alias=_env("BILLING_REPORT_TOP_ORGS"))
 
     @field_validator("mka1_base_url")
     @classmethod
@@ -76,6 +82,11 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return tuple(part.strip() for part in value.split(",") if part.strip())
         return value
+
+    @field_validator("cost_centres", mode="before")
+    @classmethod
+    def _blank_path_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
 
     @field_validator("broker_url", "mka1_on_behalf_of", mode="before")
     @classmethod

@@ -194,3 +194,16 @@ def test_daily_usage_of_each_invoice_adds_up_to_its_session_time(
         assert (statement.due_at - statement.issued_at).days == 30
     by_org = {s.org_id: s for s in closed.statements}
     assert by_org["org-0001"].billing_address.startswith("Acme Robotics GmbH\n")
+
+
+def test_rerate_refuses_the_snapshot_of_a_partial_close(
+    make_settings: Callable[..., Settings], sqlite_url: str
+) -> None:
+    with running_emulator(orgs=3, seed=6) as base_url:
+        settings = make_settings(mka1_base_url=base_url)
+        close_period(settings, PERIOD)
+        close_period(settings, PERIOD, org_ids=("org-0002",))
+    before = database_totals(sqlite_url, str(PERIOD))
+    with pytest.raises(BillingError, match=r"was a partial close of org-0002; run a full close"):
+        rerate_period(settings, PERIOD)
+    assert database_totals(sqlite_url, str(PERIOD)) == before

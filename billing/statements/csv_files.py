@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import csv
 import io
+import re
+import unicodedata
 from collections.abc import Iterable, Sequence
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 
-from billing.domain import Statement
+from billing.domain import MINIMUM_CHARGE_METER, Statement, StatementCharge
 from billing.statements.formatting import utc_timestamp
 
 SERVICE_NAME = "MKA1 Sandbox"
 
+# FOCUS columns first, in this order; custom columns carry the `x_` prefix and come after them.
 STATEMENT_COLUMNS = (
     "BillingAccountId",
     "BillingAccountName",
@@ -36,6 +39,8 @@ STATEMENT_COLUMNS = (
     "ServiceName",
     "x_UserId",
     "x_Meter",
+    "x_RateCard",
+    "x_Pricing",
 )
 
 SUMMARY_COLUMNS = (
@@ -51,19 +56,65 @@ SUMMARY_COLUMNS = (
 
 _FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r", "\n")
 
+# Invisible format characters that can hide or reorder what a cell shows: bidi embeddings,
+# overrides and isolates, marks, zero-width space, word joiner, BOM. ZWJ/ZWNJ are kept because
+# scripts and emoji sequences need them; they cannot reorder text or hide a formula prefix.
+_INVISIBLE = frozenset(
+    "\u061c\u200b\u200e\u200f\u202a\u202b\u202c\u202d\u202e"
+    "\u2060\u2061\u2062\u2063\u2064\u2066\u2067\u2068\u2069\ufeff\u00ad"
+)
+
+
+def clean_text(text: str) -> str:
+    """Control characters (C0, C1, line and paragraph separators) become spaces; invisible
+    bidi and zero-width characters are dropped, so a cell shows what it holds."""
+    kept = []
+    for char in text:
+        if char in _INVISIBLE:
+            continue
+        category = unicodedata.category(char)
+        kept.append(" " if category in ("Cc", "Zl", "Zp") else char)
+    return "".join(kept)
+
 
 def neutralise(text: str | None) -> str:
-    """Text cells that a spreadsheet would run as a formula get a leading apostrophe."""
+    """A safe text cell: controls cleaned, and a leading apostrophe when a spreadsheet would run
+    the cell (or its cleaned, left-trimmed form) as a formula."""
     if not text:
         return ""
-    return "'" + text if text.startswith(_FORMULA_PREFIXES) else text
+    cleaned = clean_text(text)
+    if text.startswith(_FORMULA_PREFIXES) or cleaned.lstrip().startswith(_FORMULA_PREFIXES):
+        return "'" + cleaned
+    return cleaned
 
 
 def _plain(number: Decimal) -> str:
     return format(number, "f")
 
 
-def _to_csv(header: Sequence[str], rows: Iterable[Sequence[str]]) -> bytes:
+# ListUnitPrice is filled only when the charge is priced at one unit price and nothing else: the
+# pricing text is exactly "<price> / <unit>" with the line's unit (as rating's describe_pricing
+# writes it). Tiers, packages, minimums, maximums and discounts ("..., min 1.00", "less 10%")
+# have no single list unit price, so the cell stays empty there rather than show a misleading one.
+# ListCost is the billed amount, as before: included quantities make price x quantity differ.
+_SINGLE_UNIT_PRICE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*([a-z_]+)\s*$")
+
+
+def list_unit_price(charge: StatementCharge | None, unit: str) -> str:
+    """The charge's single unit price as a plain number, or "" when it has no single one."""
+    if charge is None:
+        return ""
+    match = _SINGLE_UNIT_PRICE.match(charge.pricing)
+    if match is None or match.group(2) != unit:
+        return ""
+    try:
+        return _plain(Decimal(match.group(1)))
+    except InvalidOperation:  # pragma: no cover - the pattern only admits decimals
+        return ""
+
+
+def to_csv(header: Sequence[str], rows: Iterable[Sequence[str]]) -> bytes:
+    """UTF-8 CSV with CRLF line ends; every cell is already a plain string."""
     buffer = io.StringIO(newline="")
     writer = csv.writer(buffer, lineterminator="\r\n")
     writer.writerow(header)
@@ -75,36 +126,43 @@ def statement_csv(statement: Statement) -> bytes:
     """One row per line item; BilledCost sums to the invoice total."""
     period_start = utc_timestamp(statement.period_start)
     period_end = utc_timestamp(statement.period_end)
-    descriptions = {charge.meter: charge.description for charge in statement.charges}
-    rows = (
-        (
-            neutralise(statement.org_id),
-            neutralise(statement.org_name),
-            neutralise(line.api_key_id),
-            neutralise(statement.invoice_number),
-            period_start,
-            period_end,
-            period_start,
-            period_end,
-            "Usage" if line.meter != "minimum_charge" else "Adjustment",
-            "",
-            neutralise(descriptions.get(line.meter, line.meter)),
-            _plain(line.quantity),
-            line.unit,
-            _plain(line.quantity),
-            line.unit,
-            "",
-            _plain(line.amount),
-            _plain(line.amount),
-            _plain(line.amount),
-            statement.currency,
-            SERVICE_NAME,
-            neutralise(line.user_id),
-            line.meter,
+    charges = {charge.meter: charge for charge in statement.charges}
+    rate_card = neutralise(f"{statement.rate_card_id}@{statement.rate_card_version}")
+    rows = []
+    for line in statement.lines:
+        charge = charges.get(line.meter)
+        amount = _plain(line.amount)
+        quantity = _plain(line.quantity)
+        rows.append(
+            (
+                neutralise(statement.org_id),
+                neutralise(statement.org_name),
+                neutralise(line.api_key_id),
+                neutralise(statement.invoice_number),
+                period_start,
+                period_end,
+                period_start,
+                period_end,
+                "Adjustment" if line.meter == MINIMUM_CHARGE_METER else "Usage",
+                "",
+                neutralise(charge.description if charge else line.meter),
+                quantity,
+                neutralise(line.unit),
+                quantity,
+                neutralise(line.unit),
+                list_unit_price(charge, line.unit),
+                amount,
+                amount,
+                amount,
+                neutralise(statement.currency),
+                SERVICE_NAME,
+                neutralise(line.user_id),
+                neutralise(line.meter),
+                rate_card,
+                neutralise(charge.pricing if charge else ""),
+            )
         )
-        for line in statement.lines
-    )
-    return _to_csv(STATEMENT_COLUMNS, rows)
+    return to_csv(STATEMENT_COLUMNS, rows)
 
 
 def summary_csv(statements: Sequence[Statement]) -> bytes:
@@ -113,13 +171,13 @@ def summary_csv(statements: Sequence[Statement]) -> bytes:
         (
             neutralise(statement.org_id),
             neutralise(statement.org_name),
-            statement.invoice_number,
-            statement.currency,
+            neutralise(statement.invoice_number),
+            neutralise(statement.currency),
             _plain(statement.total),
             str(len(statement.lines)),
             neutralise("; ".join(statement.emails)) or "(no contact)",
-            f"{statement.rate_card_id}@{statement.rate_card_version}",
+            neutralise(f"{statement.rate_card_id}@{statement.rate_card_version}"),
         )
         for statement in statements
     )
-    return _to_csv(SUMMARY_COLUMNS, rows)
+    return to_csv(SUMMARY_COLUMNS, rows)

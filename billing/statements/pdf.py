@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+import re
+from datetime import datetime, timedelta
 from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
@@ -10,13 +11,41 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from jinja2 import ChoiceLoader, Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from markupsafe import Markup
 
 from billing.config import PROJECT_ROOT, Settings
-from billing.domain import Statement
+from billing.domain import MINIMUM_CHARGE_METER, Statement
 from billing.errors import OutputError
 from billing.statements import formatting
+from billing.statements.chart import daily_hours_svg
 
 SHIPPED_TEMPLATES = PROJECT_ROOT / "templates"
+STYLESHEET = "statement.css"
+LOGO = "logo.svg"
+PAGE_SIZES = ("A4", "Letter")
+
+# C0/C1 controls (but tab and newline), and the bidi embeddings, overrides and isolates that
+# could reorder what a reader sees; printed text from user data never carries them.
+_HIDDEN_CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+_CONTENT_TYPES = {
+    ".css": "text/css",
+    ".svg": "image/svg+xml",
+    ".png": "image/png",
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".woff": "font/woff",
+    ".woff2": "font/woff2",
+    ".ttf": "font/ttf",
+    ".otf": "font/otf",
+}
+
+
+def printable(value: Any) -> Any:
+    """What a template prints: plain strings lose hidden control characters; markup is kept."""
+    if isinstance(value, str) and not isinstance(value, Markup):
+        return _HIDDEN_CONTROLS.sub("", value)
+    return value
 
 
 def template_environment(override_dir: Path | None, locale: str) -> Environment:
@@ -29,13 +58,31 @@ def template_environment(override_dir: Path | None, locale: str) -> Environment:
         undefined=StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
+        finalize=printable,
     )
     environment.filters["money"] = lambda amount, currency: formatting.money(
         amount, currency, locale
     )
     environment.filters["qty"] = lambda value: formatting.quantity(value, locale)
     environment.filters["unit"] = formatting.unit_label
+    environment.filters["day"] = lambda moment: formatting.day(moment, locale)
     return environment
+
+
+def asset_roots(override_dir: Path | None) -> list[Path]:
+    """The folders assets may come from: the override folder's assets/ first, then shipped."""
+    roots = [SHIPPED_TEMPLATES / "assets"]
+    if override_dir:
+        roots.insert(0, override_dir / "assets")
+    return roots
+
+
+def find_asset(name: str, roots: list[Path]) -> Path:
+    """The first root's copy of an asset (so an override folder can replace a shipped one)."""
+    for root in roots:
+        if (root / name).is_file():
+            return (root / name).resolve()
+    raise OutputError(f"statement asset {name!r} is missing from {roots[-1]}")
 
 
 def is_shipped_asset(url: str, asset_roots: list[Path]) -> Path | None:
@@ -59,8 +106,10 @@ def asset_fetcher(asset_roots: list[Path]) -> Any:
             target = is_shipped_asset(url, asset_roots)
             if target is None:
                 raise ValueError(f"statement rendering refuses to fetch {url[:80]!r}")
-            content_type = "text/css" if target.suffix == ".css" else "application/octet-stream"
-            return URLFetcherResponse(url, target.read_bytes(), {"Content-Type": content_type})
+            content_type = _CONTENT_TYPES.get(target.suffix.lower(), "application/octet-stream")
+            return URLFetcherResponse(
+                target.as_uri(), target.read_bytes(), {"Content-Type": content_type}
+            )
 
     return AssetsOnlyFetcher(allowed_protocols=("file",), allow_redirects=False)
 
@@ -73,25 +122,59 @@ def _font_configuration() -> Any:
 
 
 class StatementRenderer:
-    """Renders statements to PDF bytes; build one per process and reuse it."""
+    """Renders statements to PDF bytes; build one per process and reuse it.
 
-    def __init__(self, override_dir: Path | None, locale: str, issuer_name: str) -> None:
+    The stylesheet is compiled once here and handed to every render.
+    """
+
+    def __init__(
+        self,
+        override_dir: Path | None,
+        locale: str,
+        issuer_name: str,
+        issuer_address: str = "",
+        payment_terms_days: int = 30,
+        page_size: str = "A4",
+    ) -> None:
+        from weasyprint import CSS
+
+        if page_size not in PAGE_SIZES:
+            raise OutputError(f"page size {page_size!r} is not one of {', '.join(PAGE_SIZES)}")
         self._environment = template_environment(override_dir, locale)
+        self._locale = locale
         self._issuer_name = issuer_name
-        roots = [SHIPPED_TEMPLATES / "assets"]
-        if override_dir:
-            roots.insert(0, override_dir / "assets")
+        self._issuer_address = issuer_address
+        self._payment_terms = timedelta(days=payment_terms_days)
+        roots = asset_roots(override_dir)
         self._base_url = (override_dir or SHIPPED_TEMPLATES).resolve().as_uri() + "/"
         self._fetcher = asset_fetcher(roots)
+        self._logo_url = find_asset(LOGO, roots).as_uri()
+        font_config = _font_configuration()
+        stylesheet = find_asset(STYLESHEET, roots)
+        self._stylesheets = [
+            CSS(filename=str(stylesheet), url_fetcher=self._fetcher, font_config=font_config),
+            CSS(string=f"@page {{ size: {page_size}; }}", font_config=font_config),
+        ]
 
     @classmethod
     def from_settings(cls, settings: Settings) -> StatementRenderer:
-        """The renderer the settings describe (templates, locale, issuer)."""
-        return cls(settings.templates_dir, settings.locale, settings.issuer_name)
+        """The renderer the settings describe (templates, locale, issuer, terms, page size)."""
+        return cls(
+            settings.templates_dir,
+            settings.locale,
+            settings.issuer_name,
+            issuer_address=settings.issuer_address,
+            payment_terms_days=settings.payment_terms_days,
+            page_size=settings.page_size,
+        )
 
     @property
     def environment(self) -> Environment:
         return self._environment
+
+    def due_date(self, statement: Statement) -> datetime:
+        """When the statement is due: its own due date, else issue date plus payment terms."""
+        return statement.due_at or statement.issued_at + self._payment_terms
 
     def html(self, statement: Statement) -> str:
         descriptions = {charge.meter: charge.description for charge in statement.charges}
@@ -99,13 +182,30 @@ class StatementRenderer:
             statement.lines,
             key=lambda line: (line.api_key_id is None, line.api_key_id or "", line.user_id or ""),
         )
+        usage_charges = [c for c in statement.charges if c.meter != MINIMUM_CHARGE_METER]
+        top_ups = [c for c in statement.charges if c.meter == MINIMUM_CHARGE_METER]
+        first_day = statement.period_start.date()
+        end_exclusive = statement.period_end.date()
+        chart = daily_hours_svg(statement.daily_usage, first_day, end_exclusive, self._locale)
         template = self._environment.get_template("statement.html")
         return template.render(
             s=statement,
             lines=lines,
             descriptions=descriptions,
+            usage_charges=usage_charges,
+            top_ups=top_ups,
+            usage_subtotal=sum((c.amount for c in usage_charges), Decimal(0)),
             issuer_name=self._issuer_name,
+            issuer_address_lines=_lines(self._issuer_address),
+            billing_address_lines=_lines(statement.billing_address),
+            logo_url=self._logo_url,
+            issued=statement.issued_at.date(),
+            due=self.due_date(statement).date(),
+            first_day=first_day,
+            last_day_date=end_exclusive - timedelta(days=1),
             last_day=(statement.period_end - timedelta(days=1)).strftime("%Y-%m-%d"),
+            # chart.py draws only dates, numbers and a fixed title, and escapes its labels.
+            chart=Markup(chart),  # noqa: S704
             zero=Decimal(0),
         )
 
@@ -116,7 +216,14 @@ class StatementRenderer:
             document = HTML(
                 string=self.html(statement), base_url=self._base_url, url_fetcher=self._fetcher
             )
-            pdf: bytes = document.write_pdf(font_config=_font_configuration())
+            pdf: bytes = document.write_pdf(
+                stylesheets=self._stylesheets, font_config=_font_configuration()
+            )
         except OSError as error:
             raise OutputError(f"org {statement.org_id}: PDF rendering failed: {error}") from None
         return pdf
+
+
+def _lines(text: str) -> list[str]:
+    """The non-blank lines of a multi-line address."""
+    return [line.strip() for line in text.splitlines() if line.strip()]
