@@ -19,15 +19,9 @@ from billing.config import Settings
 from billing.errors import BillingError, ConfigError
 from billing.money import minor_to_decimal, round_quantity
 from billing.periods import BillingPeriod
+from billing.publishing import CloseResult, render_statements
 from billing.rating import describe_pricing
-from billing.services import (
-    CloseResult,
-    close_period,
-    open_database,
-    quote_org,
-    render_statements,
-    rerate_period,
-)
+from billing.services import close_period, open_database, quote_org, rerate_period
 from billing.statements import formatting
 from billing.usage.faults import FAULT_SPEC_HELP, FaultPlan
 

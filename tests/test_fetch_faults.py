@@ -20,7 +20,8 @@ from billing.db.engine import normalise_url
 from billing.domain import Statement, UsageRecord
 from billing.errors import UpstreamUnavailable, UsageContractError
 from billing.periods import BillingPeriod
-from billing.services import CloseResult, close_period
+from billing.publishing import CloseResult
+from billing.services import close_period
 from billing.usage.client import FetchStats, UsageClient, UsageQuery
 from billing.usage.emulator import running_emulator
 from billing.usage.faults import FaultKind, FaultPlan, PageFault

@@ -19,7 +19,8 @@ from billing.config import Settings
 from billing.domain import Statement
 from billing.errors import ConfigError
 from billing.periods import BillingPeriod
-from billing.services import close_period, render_statements
+from billing.publishing import render_statements
+from billing.services import close_period
 from billing.statements.allocation import (
     UNALLOCATED,
     CostCentreMap,
