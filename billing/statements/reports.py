@@ -287,7 +287,8 @@ def bar_chart_svg(bars: Sequence[tuple[str, Decimal, str]]) -> Markup:
     for index, (label, value, text) in enumerate(bars):
         top = _GAP + index * (_BAR_HEIGHT + _GAP)
         width = (room * value / largest) if largest > 0 and value > 0 else Decimal(0)
-        width_text = format(width.quantize(Decimal("0.1")), "f")
+        width = width.quantize(Decimal("0.1"))
+        width_text = format(width, "f")
         middle = top + _BAR_HEIGHT - 4
         short = label if len(label) <= 30 else label[:29] + "…"
         parts.append(
@@ -295,7 +296,7 @@ def bar_chart_svg(bars: Sequence[tuple[str, Decimal, str]]) -> Markup:
             f'font-size="9">{escape(short)}</text>'
             f'<rect x="{_LABEL_WIDTH}" y="{top}" width="{width_text}" height="{_BAR_HEIGHT}" '
             f'fill="#1d4ed8"/>'
-            f'<text x="{_LABEL_WIDTH + float(width_text) + 4:.1f}" y="{middle}" '
+            f'<text x="{format(_LABEL_WIDTH + width + 4, "f")}" y="{middle}" '
             f'font-size="9">{escape(text)}</text>'
         )
     parts.append("</svg>")
