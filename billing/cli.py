@@ -10,18 +10,26 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from pydantic import SecretStr, ValidationError
-from rich.console import Console
+from pydantic import SecretStr
 from rich.table import Table
 
 from billing.catalog import check_catalog, load_rate_cards
 from billing.config import Settings
+from billing.console import err, load_settings, out, progress
 from billing.errors import BillingError, ConfigError
+from billing.ledger_cli import invoices_app, runs_app, void_command
 from billing.money import minor_to_decimal, round_quantity
 from billing.periods import BillingPeriod
 from billing.publishing import CloseResult, render_statements
 from billing.rating import describe_pricing
-from billing.services import close_period, open_database, quote_org, rerate_period
+from billing.services import (
+    close_period,
+    finalize_period,
+    open_database,
+    quote_org,
+    rerate_period,
+)
+from billing.stages import CloseOptions
 from billing.statements import formatting
 from billing.usage.faults import FAULT_SPEC_HELP, FaultPlan
 
@@ -39,35 +47,29 @@ statements_app = typer.Typer(
     help="Statements and reports from the stored invoices.", no_args_is_help=True
 )
 app.add_typer(statements_app, name="statements")
-
-out = Console()
-err = Console(stderr=True)
-
-
-def load_settings(**overrides: object) -> Settings:
-    """Settings from the environment; a bad value becomes a one-line ConfigError."""
-    try:
-        settings = Settings()
-    except ValidationError as error:
-        first = error.errors()[0]
-        name = str(first["loc"][0]).upper() if first["loc"] else "settings"
-        raise ConfigError(f"setting {name}: {first['msg']}") from None
-    return settings.model_copy(update=overrides) if overrides else settings
+app.add_typer(invoices_app, name="invoices")
+app.add_typer(runs_app, name="runs")
+app.command("void")(void_command)
 
 
 def print_result(result: CloseResult, settings: Settings) -> None:
-    table = Table(title=f"Closed {result.period}: {len(result.statements)} invoices")
-    for column in ("org", "name", "invoice", "total", "contact"):
+    drafts = f" ({result.drafts} drafts)" if result.drafts else ""
+    table = Table(title=f"Closed {result.period}: {len(result.statements)} invoices{drafts}")
+    for column in ("org", "name", "invoice", "state", "total", "contact"):
         table.add_column(column, justify="right" if column == "total" else "left")
     for statement in result.statements:
         table.add_row(
             statement.org_id,
             statement.org_name,
             statement.invoice_number,
+            statement.status,
             formatting.money(statement.total, statement.currency, settings.locale),
             ", ".join(statement.emails) or "[yellow](no contact)[/yellow]",
         )
     out.print(table)
+    for item in result.org_outcomes:
+        if item["action"] != "drafted":
+            out.print(f"{item['org_id']}: {item['action']} {item['detail']}".rstrip())
     out.print(
         f"{result.pages_fetched} usage pages, {result.report.usage_results} usage results, "
         f"{result.emails_sent} emails handed to the '{settings.email_backend}' backend"
@@ -81,12 +83,19 @@ def print_result(result: CloseResult, settings: Settings) -> None:
 
 
 def _dispatch_close(
-    settings: Settings, period: BillingPeriod, trigger: str, org_ids: tuple[str, ...] = ()
+    settings: Settings,
+    period: BillingPeriod,
+    trigger: str,
+    org_ids: tuple[str, ...] = (),
+    options: CloseOptions | None = None,
 ) -> CloseResult | None:
+    options = options or CloseOptions()
     if settings.broker_url:
         from workers.dispatch import close_on_workers
 
-        message = close_on_workers(settings, period, trigger, org_ids)
+        message = close_on_workers(
+            settings, period, trigger, org_ids, draft=options.draft, reissue=options.reissue
+        )
         out.print(message)
         return None
     return close_period(
@@ -94,8 +103,34 @@ def _dispatch_close(
         period,
         trigger=trigger,
         org_ids=org_ids,
-        progress=lambda text: err.print(f"[dim]{text}[/dim]"),
+        progress=progress,
+        options=options,
     )
+
+
+DraftOption = Annotated[
+    bool,
+    typer.Option(
+        "--draft", help="Stop at drafts (statements marked DRAFT, no email); finalize later."
+    ),
+]
+ReissueOption = Annotated[
+    bool,
+    typer.Option(
+        "--reissue",
+        help="Where a finalized invoice's total changed: void it and issue a replacement "
+        "instead of a correction on the next period.",
+    ),
+]
+WaitOption = Annotated[
+    float,
+    typer.Option(
+        "--wait",
+        min=0,
+        metavar="SECONDS",
+        help="Wait this long for another run of the period to finish (default: do not wait).",
+    ),
+]
 
 
 @app.command()
@@ -105,10 +140,17 @@ def close(
         list[str] | None,
         typer.Option("--org", help="Close only this org (repeatable): a partial close."),
     ] = None,
+    draft: DraftOption = False,
+    reissue: ReissueOption = False,
+    wait: WaitOption = 0.0,
 ) -> None:
-    """Close a month: fetch usage, rate it, store invoices, write statements, hand over emails."""
+    """Close a month: fetch usage, rate it, store and finalize invoices, write statements,
+    hand over emails. Finalized invoices never change: differences become corrections."""
     settings = load_settings()
-    result = _dispatch_close(settings, BillingPeriod.parse(period), "cli", tuple(org or ()))
+    options = CloseOptions(draft=draft, reissue=reissue, wait_seconds=wait)
+    result = _dispatch_close(
+        settings, BillingPeriod.parse(period), "cli", tuple(org or ()), options
+    )
     if result is not None:
         print_result(result, settings)
 
@@ -116,13 +158,30 @@ def close(
 @app.command()
 def rerate(
     period: Annotated[str, typer.Option("--period", help="The UTC month to re-rate, YYYY-MM.")],
+    draft: DraftOption = False,
+    reissue: ReissueOption = False,
+    wait: WaitOption = 0.0,
 ) -> None:
     """Re-rate a closed month from its stored usage snapshot (no call to the MKA1 API)."""
     settings = load_settings()
     result = rerate_period(
         settings,
         BillingPeriod.parse(period),
-        progress=lambda text: err.print(f"[dim]{text}[/dim]"),
+        progress=progress,
+        options=CloseOptions(draft=draft, reissue=reissue, wait_seconds=wait),
+    )
+    print_result(result, settings)
+
+
+@app.command()
+def finalize(
+    period: Annotated[str, typer.Option("--period", help="The month whose drafts to finalize.")],
+    wait: WaitOption = 0.0,
+) -> None:
+    """Finalize a month's drafts: number them, freeze them, write final statements, email."""
+    settings = load_settings()
+    result = finalize_period(
+        settings, BillingPeriod.parse(period), progress=progress, wait_seconds=wait
     )
     print_result(result, settings)
 
@@ -144,6 +203,13 @@ def emulator(
     retry_after: Annotated[
         str, typer.Option(help="Retry-After of injected 429/503: seconds or an HTTP date.")
     ] = "1",
+    late_from: Annotated[
+        datetime | None,
+        typer.Option(
+            formats=["%Y-%m-%d"],
+            help="Hold back usage from this UTC day on (serve again without it: late usage).",
+        ),
+    ] = None,
 ) -> None:
     """Serve a local emulator of the MKA1 usage API with deterministic synthetic usage.
 
@@ -156,7 +222,12 @@ def emulator(
     except ValueError as problem:
         raise typer.BadParameter(str(problem), param_hint="--fault") from None
     usage_emulator = UsageEmulator(
-        SyntheticUsage(orgs, seed), page_size=page_size, api_key=api_key, faults=faults
+        SyntheticUsage(
+            orgs, seed, int(late_from.replace(tzinfo=UTC).timestamp()) if late_from else None
+        ),
+        page_size=page_size,
+        api_key=api_key,
+        faults=faults,
     )
     server = serve_emulator(usage_emulator, host, port)
     bound_host, bound_port = server.server_address[:2]
@@ -189,9 +260,7 @@ def demo(
             f"usage emulator for {orgs} orgs at {base_url}; "
             f"closing {chosen} into {settings.database_url}"
         )
-        result = close_period(
-            settings, chosen, trigger="demo", progress=lambda text: err.print(f"[dim]{text}[/dim]")
-        )
+        result = close_period(settings, chosen, trigger="demo", progress=progress)
     print_result(result, settings)
 
 
@@ -302,7 +371,7 @@ def statements_render(
         settings,
         BillingPeriod.parse(period),
         org,
-        progress=lambda text: err.print(f"[dim]{text}[/dim]"),
+        progress=progress,
     )
     out.print(
         f"re-rendered {len(result.statements)} statements of {result.period} "

@@ -230,6 +230,17 @@ class StatementCharge:
     billable: Decimal
     pricing: str
     amount: Decimal
+    charge_class: str = "usage"
+    corrects_invoice_id: int | None = None
+
+    @property
+    def is_correction(self) -> bool:
+        return self.charge_class == "correction"
+
+    @property
+    def charge_key(self) -> tuple[str, str, int | None]:
+        """What ties lines to their charge: the meter, the class and the corrected invoice."""
+        return (self.meter, self.charge_class, self.corrects_invoice_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,6 +253,12 @@ class StatementLine:
     quantity: Decimal
     unit: str
     amount: Decimal
+    charge_class: str = "usage"
+    corrects_invoice_id: int | None = None
+
+    @property
+    def charge_key(self) -> tuple[str, str, int | None]:
+        return (self.meter, self.charge_class, self.corrects_invoice_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,3 +292,4 @@ class Statement:
     due_at: datetime | None = None
     daily_usage: tuple[DailyUsage, ...] = ()
     draft: bool = False
+    status: str = "finalized"

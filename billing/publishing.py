@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy import func, select
@@ -13,6 +15,8 @@ from sqlmodel import Session, col
 
 from billing.config import Settings
 from billing.db.engine import make_engine
+from billing.db.ledger import mark_sent
+from billing.db.locks import write_transaction
 from billing.db.repository import (
     RunOutcome,
     load_statements,
@@ -52,6 +56,11 @@ class CloseResult:
     pages_fetched: int
     emails_sent: int
     orgs_without_contact: list[str] = field(default_factory=list)
+    org_outcomes: list[dict[str, str]] = field(default_factory=list)
+
+    @property
+    def drafts(self) -> int:
+        return sum(1 for statement in self.statements if statement.draft)
 
 
 def render_documents(renderer: StatementRenderer, statement: Statement) -> StatementDocuments:
@@ -79,9 +88,13 @@ def publish_statements(
     say: Progress,
     *,
     outcome: RunOutcome | None = None,
+    org_outcomes: Sequence[dict[str, str]] = (),
 ) -> CloseResult:
     """Render each statement to PDF and CSV, write the period's reports (summary.csv,
     summary.pdf, allocation.csv), and hand emails to the backend.
+
+    Only finalized invoices not yet sent are emailed, each then marked sent; drafts are
+    rendered (marked DRAFT) but never emailed.
 
     `outcome`, when the caller passes its run's, supplies the duplicate count to the report;
     without it the report reads what the run table holds.
@@ -91,22 +104,27 @@ def publish_statements(
     renderer = StatementRenderer.from_settings(settings)
     backend = email_backend(settings.email_backend, folder)
     emails_sent = 0
-    for statement in statements:
-        documents = render_documents(renderer, statement)
-        write_documents(folder, documents)
-        if statement.emails:
-            message = build_statement_email(
-                documents,
-                renderer.environment,
-                settings.email_from,
-                settings.issuer_name,
-                settings.locale,
-            )
-            backend.send(message, statement.org_id)
-            emails_sent += 1
-    summary_path = write_atomically(folder, "summary.csv", summary_csv(statements))
     engine = make_engine(settings.database_url)
+    published: list[Statement] = []
     try:
+        for statement in statements:
+            documents = render_documents(renderer, statement)
+            write_documents(folder, documents)
+            if statement.emails and statement.status == "finalized":
+                message = build_statement_email(
+                    documents,
+                    renderer.environment,
+                    settings.email_from,
+                    settings.issuer_name,
+                    settings.locale,
+                )
+                backend.send(message, statement.org_id)
+                with write_transaction(engine) as session:
+                    mark_sent(session, statement.invoice_id, datetime.now(UTC))
+                emails_sent += 1
+                statement = dataclasses.replace(statement, status="sent")
+            published.append(statement)
+        summary_path = write_atomically(folder, "summary.csv", summary_csv(statements))
         with Session(engine) as session:
             previous = load_statements(session, period.previous())
             facts = run_facts(session, run_id, settings, report, outcome)
@@ -117,13 +135,14 @@ def publish_statements(
     return CloseResult(
         run_id=run_id,
         period=period,
-        statements=list(statements),
+        statements=published,
         folder=folder,
         summary_path=summary_path,
         report=report,
         pages_fetched=pages,
         emails_sent=emails_sent,
         orgs_without_contact=[s.org_id for s in statements if not s.emails],
+        org_outcomes=list(org_outcomes),
     )
 
 

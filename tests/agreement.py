@@ -18,11 +18,16 @@ from billing.statements.formatting import money
 def database_totals(
     database_url: str, period: str
 ) -> dict[str, tuple[str, Decimal, Decimal, Decimal]]:
-    """org -> (invoice number, invoice total, sum of charges, sum of lines), summed in Python."""
+    """org -> (invoice number, invoice total, sum of charges, sum of lines) of the live (not void)
+    invoices, summed in Python; drafts have the number DRAFT."""
     engine = create_engine(normalise_url(database_url))
     with engine.connect() as connection:
         invoices = connection.execute(
-            text("SELECT id, org_id, number, total FROM invoice WHERE period = :p"), {"p": period}
+            text(
+                "SELECT id, org_id, COALESCE(number, 'DRAFT'), total FROM invoice "
+                "WHERE period = :p AND status <> 'void'"
+            ),
+            {"p": period},
         ).all()
         charge_sums: dict[int, Decimal] = defaultdict(Decimal)
         for invoice_id, amount in connection.execute(

@@ -12,14 +12,19 @@ def close_on_workers(
     period: BillingPeriod,
     trigger: str,
     org_ids: tuple[str, ...] = (),
-    timeout: float = 3600,
+    timeout: float = 3600,  # float-ok: seconds
+    *,
+    draft: bool = False,
+    reissue: bool = False,
 ) -> str:
     """Enqueue the close of a period on the broker and wait for the worker's result."""
     from celery.exceptions import TimeoutError as CeleryTimeout
 
     from workers.tasks import close_period
 
-    async_result = close_period.apply_async(args=[str(period), trigger, list(org_ids)])
+    async_result = close_period.apply_async(
+        args=[str(period), trigger, list(org_ids)], kwargs={"draft": draft, "reissue": reissue}
+    )
     try:
         outcome = async_result.get(timeout=timeout, propagate=False)
     except CeleryTimeout:
@@ -30,4 +35,6 @@ def close_on_workers(
         ) from None
     if async_result.failed():
         raise BillingError(f"close of {period} failed on the worker: {outcome}")
+    if isinstance(outcome, dict) and "skipped" in outcome:
+        raise BillingError(f"close of {period} did not run on the worker: {outcome['skipped']}")
     return f"closed {period} on the workers: {outcome}"

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
-from collections.abc import Collection, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import TypeVar
 
-from sqlalchemy import delete, insert, select, text, update
+from sqlalchemy import select, text, update
 from sqlmodel import Session, SQLModel, col
 
 from billing.db.tables import (
@@ -17,17 +17,14 @@ from billing.db.tables import (
     InvoiceCharge,
     InvoiceDailyUsage,
     InvoiceLine,
-    InvoiceNumberSequence,
 )
 from billing.domain import (
     DailyUsage,
-    RatedInvoice,
     RatingReport,
     Statement,
     StatementCharge,
     StatementLine,
 )
-from billing.money import minor_to_decimal, round_quantity
 from billing.periods import BillingPeriod
 
 
@@ -40,12 +37,16 @@ def start_run(
     *,
     request_params: str | None = None,
     rerated_from_run_id: int | None = None,
+    operation: str = "close",
+    started_by: str = "",
 ) -> int:
-    """Record that a close has begun; committed at once so a failure is still on record."""
+    """Record that a run has begun; committed at once so a failure is still on record."""
     run = BillingRun(
         period=str(period),
         status="running",
         trigger=trigger,
+        operation=operation,
+        started_by=started_by,
         started_at=now,
         upstream_url=upstream_url,
         request_params=request_params,
@@ -69,6 +70,55 @@ class RunOutcome:
     usage_checksum: str | None = None
     duplicate_results: int = 0
     completeness: str | None = None
+    rate_cards: list[dict[str, str]] = field(default_factory=list)
+    totals: dict[str, str] = field(default_factory=dict)
+    finalized_count: int = 0
+    org_outcomes: list[dict[str, str]] = field(default_factory=list)
+
+    @property
+    def corrections_count(self) -> int:
+        return sum(1 for outcome in self.org_outcomes if outcome["action"] == "corrected")
+
+
+def running_runs(session: Session, period: str) -> list[BillingRun]:
+    return list(
+        session.execute(
+            select(BillingRun)
+            .where(col(BillingRun.period) == period, col(BillingRun.status) == "running")
+            .order_by(col(BillingRun.id))
+        )
+        .scalars()
+        .all()
+    )
+
+
+def describe_running_run(session: Session, period: str) -> str:
+    """' (run 14, a close started 06:59:01 UTC by ops@host via cli)', or '' when none is."""
+    runs = running_runs(session, period)
+    if not runs:
+        return ""
+    run = runs[-1]
+    return (
+        f" (run {run.id}, a {run.operation} started {run.started_at:%Y-%m-%d %H:%M:%S} UTC"
+        f" by {run.started_by or 'unknown'} via {run.trigger})"
+    )
+
+
+def interrupt_running_runs(session: Session, period: str, now: datetime) -> list[int]:
+    """Mark the period's `running` runs as interrupted: called by the lock holder, so their
+    processes are gone. Returns their ids."""
+    ids = [run.id for run in running_runs(session, period) if run.id is not None]
+    if ids:
+        session.execute(
+            update(BillingRun)
+            .where(col(BillingRun.id).in_(ids))
+            .values(
+                status="interrupted",
+                finished_at=now,
+                error="the process stopped before the run finished; a later run took over",
+            )
+        )
+    return ids
 
 
 def finish_run(session: Session, run_id: int, outcome: RunOutcome, now: datetime) -> None:
@@ -82,136 +132,17 @@ def finish_run(session: Session, run_id: int, outcome: RunOutcome, now: datetime
         "usage_checksum": outcome.usage_checksum,
         "duplicate_results": outcome.duplicate_results,
         "completeness": outcome.completeness,
+        "rate_cards": json.dumps(outcome.rate_cards) if outcome.rate_cards else None,
+        "totals": json.dumps(outcome.totals) if outcome.totals else None,
+        "finalized_count": outcome.finalized_count,
+        "corrections_count": outcome.corrections_count,
+        "org_outcomes": json.dumps(outcome.org_outcomes) if outcome.org_outcomes else None,
     }
     if outcome.report is not None:
         values["usage_results"] = outcome.report.usage_results
         values["results_without_memory"] = outcome.report.results_without_memory
     session.execute(update(BillingRun).where(col(BillingRun.id) == run_id).values(**values))
     session.commit()
-
-
-def _next_numbers(session: Session, year: int, count: int) -> list[str]:
-    """Hand out `count` consecutive numbers of a year under a row lock (gapless, unique)."""
-    if count == 0:
-        return []
-    statement = (
-        select(InvoiceNumberSequence)
-        .where(col(InvoiceNumberSequence.year) == year)
-        .with_for_update()
-    )
-    sequence = session.execute(statement).scalar_one_or_none()
-    if sequence is None:
-        sequence = InvoiceNumberSequence(year=year, last_number=0)
-        session.add(sequence)
-    first = sequence.last_number + 1
-    sequence.last_number += count
-    session.flush()
-    return [f"INV-{year}-{number:06d}" for number in range(first, first + count)]
-
-
-def replace_period_invoices(
-    session: Session,
-    run_id: int,
-    period: BillingPeriod,
-    rated: Sequence[RatedInvoice],
-    issued_at: datetime,
-    org_scope: Collection[str] | None = None,
-    *,
-    due_at: datetime | None = None,
-    snapshot_run_id: int | None = None,
-) -> None:
-    """Store a period's invoices, replacing earlier ones; an org keeps its invoice number.
-
-    With `org_scope` (a partial close) only those orgs' invoices are replaced.
-
-    The caller's transaction makes it all or nothing.
-    """
-    scope = col(Invoice.period) == str(period)
-    if org_scope is not None:
-        scope = scope & col(Invoice.org_id).in_(org_scope)
-    existing = dict(
-        session.execute(select(col(Invoice.org_id), col(Invoice.number)).where(scope)).all()
-    )
-    if existing:
-        old_ids = select(col(Invoice.id)).where(scope)
-        session.execute(
-            delete(InvoiceDailyUsage).where(col(InvoiceDailyUsage.invoice_id).in_(old_ids))
-        )
-        session.execute(delete(InvoiceLine).where(col(InvoiceLine.invoice_id).in_(old_ids)))
-        session.execute(delete(InvoiceCharge).where(col(InvoiceCharge.invoice_id).in_(old_ids)))
-        session.execute(delete(Invoice).where(scope))
-    newcomers = [invoice.org.org_id for invoice in rated if invoice.org.org_id not in existing]
-    numbers = dict(
-        zip(newcomers, _next_numbers(session, issued_at.year, len(newcomers)), strict=True)
-    )
-    numbers.update(existing)
-
-    invoice_rows = [
-        {
-            "run_id": run_id,
-            "number": numbers[invoice.org.org_id],
-            "org_id": invoice.org.org_id,
-            "org_name": invoice.org.name,
-            "contact_emails": ", ".join(invoice.org.emails),
-            "period": str(period),
-            "currency": invoice.currency,
-            "rate_card_id": invoice.rate_card.id,
-            "rate_card_version": invoice.rate_card.version,
-            "rate_card_hash": invoice.rate_card.content_hash,
-            "total": minor_to_decimal(invoice.total_minor, invoice.currency),
-            "issued_at": issued_at,
-            "due_at": due_at,
-            "billing_address": invoice.org.billing_address,
-        }
-        for invoice in rated
-    ]
-    if not invoice_rows:
-        return
-    inserted = (
-        session.execute(
-            insert(Invoice).returning(col(Invoice.id), sort_by_parameter_order=True),
-            invoice_rows,
-        )
-        .scalars()
-        .all()
-    )
-
-    charge_rows: list[dict[str, object]] = []
-    line_rows: list[dict[str, object]] = []
-    for invoice_id, invoice in zip(inserted, rated, strict=True):
-        currency = invoice.currency
-        for position, charge in enumerate(invoice.charges):
-            charge_rows.append(
-                {
-                    "invoice_id": invoice_id,
-                    "position": position,
-                    "meter": charge.meter,
-                    "description": charge.description,
-                    "unit": charge.unit,
-                    "quantity": round_quantity(charge.quantity),
-                    "included": charge.included,
-                    "billable": round_quantity(charge.billable),
-                    "pricing": charge.pricing,
-                    "amount": minor_to_decimal(charge.amount_minor, currency),
-                }
-            )
-            line_rows.extend(
-                {
-                    "invoice_id": invoice_id,
-                    "meter": charge.meter,
-                    "api_key_id": line.key.api_key_id,
-                    "user_id": line.key.user_id,
-                    "quantity": round_quantity(line.quantity),
-                    "unit": charge.unit,
-                    "amount": minor_to_decimal(line.amount_minor, currency),
-                }
-                for line in charge.lines
-            )
-    session.execute(insert(InvoiceCharge), charge_rows)
-    if line_rows:
-        session.execute(insert(InvoiceLine), line_rows)
-    if snapshot_run_id is not None:
-        store_daily_usage(session, run_id, snapshot_run_id)
 
 
 _DAILY_FROM_SNAPSHOT = text(
@@ -267,8 +198,9 @@ def _daily_usage(session: Session, ids: list[int]) -> dict[int, list[DailyUsage]
 def load_statements(
     session: Session, period: BillingPeriod, org_id: str | None = None
 ) -> list[Statement]:
-    """Read a period's invoices back as statements: three queries whatever the count, no N+1."""
-    query = select(Invoice).where(col(Invoice.period) == str(period))
+    """Read a period's live (not void) invoices back as statements: four queries whatever the
+    count, no N+1."""
+    query = select(Invoice).where(col(Invoice.period) == str(period), col(Invoice.status) != "void")
     if org_id is not None:
         query = query.where(col(Invoice.org_id) == org_id)
     invoices = session.execute(query.order_by(col(Invoice.org_id))).scalars().all()
@@ -281,7 +213,7 @@ def load_statements(
     return [
         Statement(
             invoice_id=invoice.id or 0,
-            invoice_number=invoice.number,
+            invoice_number=invoice.number or "DRAFT",
             org_id=invoice.org_id,
             org_name=invoice.org_name,
             emails=tuple(email for email in invoice.contact_emails.split(", ") if email),
@@ -298,6 +230,8 @@ def load_statements(
             billing_address=invoice.billing_address,
             due_at=invoice.due_at,
             daily_usage=tuple(daily[invoice.id or 0]),
+            draft=invoice.status == "draft",
+            status=invoice.status,
         )
         for invoice in invoices
     ]

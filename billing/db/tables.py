@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import BigInteger, Column, ForeignKey, Index, Integer, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Column, ForeignKey, Index, Integer, Text, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 from billing.db.types import ExactDecimal, UTCDateTime
@@ -40,6 +40,15 @@ class BillingRun(SQLModel, table=True):
         default=None,
         sa_column=Column(Integer, ForeignKey("billing_run.id", name="fk_billing_run_rerated_from")),
     )
+    operation: str = Field(
+        default="close", max_length=16, sa_column_kwargs={"server_default": "close"}
+    )
+    started_by: str = Field(default="", max_length=200, sa_column_kwargs={"server_default": ""})
+    rate_cards: str | None = Field(default=None, sa_column=Column(Text))
+    totals: str | None = Field(default=None, sa_column=Column(Text))
+    finalized_count: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    corrections_count: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    org_outcomes: str | None = Field(default=None, sa_column=Column(Text))
 
 
 def _count() -> Column[int]:
@@ -75,15 +84,30 @@ class UsageSnapshotRow(SQLModel, table=True):
     oom_killed_count: int = Field(sa_column=_count())
 
 
+LIVE_INVOICE = text("status <> 'void'")
+
+
 class Invoice(SQLModel, table=True):
-    """One org's invoice for one period."""
+    """One org's invoice for one period: a draft, then finalized (immutable), sent or void."""
 
     __tablename__ = "invoice"
-    __table_args__ = (UniqueConstraint("org_id", "period", name="uq_invoice_org_period"),)
+    __table_args__ = (
+        Index(
+            "uq_invoice_org_period_live",
+            "org_id",
+            "period",
+            unique=True,
+            postgresql_where=LIVE_INVOICE,
+            sqlite_where=LIVE_INVOICE,
+        ),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     run_id: int = Field(sa_column=Column(Integer, ForeignKey("billing_run.id"), nullable=False))
-    number: str = Field(max_length=32, unique=True)
+    number: str | None = Field(default=None, max_length=32, unique=True)
+    status: str = Field(
+        default="draft", max_length=16, sa_column_kwargs={"server_default": "draft"}
+    )
     org_id: str = Field(max_length=255, index=True)
     org_name: str = Field(max_length=500)
     contact_emails: str = Field(default="", sa_column=Column(Text, nullable=False))
@@ -97,6 +121,14 @@ class Invoice(SQLModel, table=True):
     due_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime()))
     billing_address: str = Field(
         default="", sa_column=Column(Text, nullable=False, server_default="")
+    )
+    finalized_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime()))
+    sent_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime()))
+    voided_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime()))
+    void_reason: str | None = Field(default=None, sa_column=Column(Text))
+    replaces_invoice_id: int | None = Field(
+        default=None,
+        sa_column=Column(Integer, ForeignKey("invoice.id", name="fk_invoice_replaces")),
     )
 
 
@@ -115,10 +147,13 @@ class InvoiceDailyUsage(SQLModel, table=True):
 
 
 class InvoiceCharge(SQLModel, table=True):
-    """An invoice's charge for one meter (or the minimum top-up), rounded to the minor unit."""
+    """An invoice's charge for one meter (or the minimum top-up, or a correction of an earlier
+    invoice), rounded to the minor unit."""
 
     __tablename__ = "invoice_charge"
-    __table_args__ = (UniqueConstraint("invoice_id", "meter", name="uq_charge_invoice_meter"),)
+    __table_args__ = (
+        UniqueConstraint("invoice_id", "position", name="uq_charge_invoice_position"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     invoice_id: int = Field(
@@ -133,6 +168,13 @@ class InvoiceCharge(SQLModel, table=True):
     billable: Decimal = Field(sa_column=_exact())
     pricing: str = Field(max_length=500)
     amount: Decimal = Field(sa_column=_exact())
+    charge_class: str = Field(
+        default="usage", max_length=16, sa_column_kwargs={"server_default": "usage"}
+    )
+    corrects_invoice_id: int | None = Field(
+        default=None,
+        sa_column=Column(Integer, ForeignKey("invoice.id", name="fk_charge_corrects_invoice")),
+    )
 
 
 class InvoiceLine(SQLModel, table=True):
@@ -151,6 +193,42 @@ class InvoiceLine(SQLModel, table=True):
     quantity: Decimal = Field(sa_column=_exact())
     unit: str = Field(max_length=20)
     amount: Decimal = Field(sa_column=_exact())
+    charge_class: str = Field(
+        default="usage", max_length=16, sa_column_kwargs={"server_default": "usage"}
+    )
+    corrects_invoice_id: int | None = Field(
+        default=None,
+        sa_column=Column(Integer, ForeignKey("invoice.id", name="fk_line_corrects_invoice")),
+    )
+
+
+class InvoiceCorrection(SQLModel, table=True):
+    """A difference found after an invoice was finalized, at the chargeback grain; it is billed
+    on the org's invoice of `target_period` (applied when that invoice is finalized)."""
+
+    __tablename__ = "invoice_correction"
+    __table_args__ = (Index("ix_correction_target", "org_id", "target_period"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: int = Field(sa_column=Column(Integer, ForeignKey("billing_run.id"), nullable=False))
+    org_id: str = Field(max_length=255)
+    original_invoice_id: int = Field(
+        sa_column=Column(Integer, ForeignKey("invoice.id"), nullable=False)
+    )
+    target_period: str = Field(max_length=7)
+    meter: str = Field(max_length=50)
+    description: str = Field(max_length=200)
+    unit: str = Field(max_length=20)
+    api_key_id: str | None = Field(default=None, max_length=255)
+    user_id: str | None = Field(default=None, max_length=255)
+    quantity: Decimal = Field(sa_column=_exact())
+    amount: Decimal = Field(sa_column=_exact())
+    currency: str = Field(max_length=3)
+    created_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    applied_invoice_id: int | None = Field(
+        default=None,
+        sa_column=Column(Integer, ForeignKey("invoice.id", name="fk_correction_applied")),
+    )
 
 
 class InvoiceNumberSequence(SQLModel, table=True):

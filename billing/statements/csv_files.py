@@ -126,11 +126,12 @@ def statement_csv(statement: Statement) -> bytes:
     """One row per line item; BilledCost sums to the invoice total."""
     period_start = utc_timestamp(statement.period_start)
     period_end = utc_timestamp(statement.period_end)
-    charges = {charge.meter: charge for charge in statement.charges}
+    charges = {charge.charge_key: charge for charge in statement.charges}
     rate_card = neutralise(f"{statement.rate_card_id}@{statement.rate_card_version}")
     rows = []
     for line in statement.lines:
-        charge = charges.get(line.meter)
+        charge = charges.get(line.charge_key)
+        correction = line.charge_class == "correction"
         amount = _plain(line.amount)
         quantity = _plain(line.quantity)
         rows.append(
@@ -144,7 +145,7 @@ def statement_csv(statement: Statement) -> bytes:
                 period_start,
                 period_end,
                 "Adjustment" if line.meter == MINIMUM_CHARGE_METER else "Usage",
-                "",
+                "Correction" if correction else "",
                 neutralise(charge.description if charge else line.meter),
                 quantity,
                 neutralise(line.unit),

@@ -177,13 +177,20 @@ class StatementRenderer:
         return statement.due_at or statement.issued_at + self._payment_terms
 
     def html(self, statement: Statement) -> str:
-        descriptions = {charge.meter: charge.description for charge in statement.charges}
+        charges_by_key = {charge.charge_key: charge for charge in statement.charges}
         lines = sorted(
             statement.lines,
-            key=lambda line: (line.api_key_id is None, line.api_key_id or "", line.user_id or ""),
+            key=lambda line: (
+                line.api_key_id is None,
+                line.api_key_id or "",
+                line.user_id or "",
+                line.charge_class,
+            ),
         )
-        usage_charges = [c for c in statement.charges if c.meter != MINIMUM_CHARGE_METER]
-        top_ups = [c for c in statement.charges if c.meter == MINIMUM_CHARGE_METER]
+        billed = [c for c in statement.charges if not c.is_correction]
+        usage_charges = [c for c in billed if c.meter != MINIMUM_CHARGE_METER]
+        top_ups = [c for c in billed if c.meter == MINIMUM_CHARGE_METER]
+        corrections = [c for c in statement.charges if c.is_correction]
         first_day = statement.period_start.date()
         end_exclusive = statement.period_end.date()
         chart = daily_hours_svg(statement.daily_usage, first_day, end_exclusive, self._locale)
@@ -191,10 +198,12 @@ class StatementRenderer:
         return template.render(
             s=statement,
             lines=lines,
-            descriptions=descriptions,
+            charges_by_key=charges_by_key,
             usage_charges=usage_charges,
             top_ups=top_ups,
+            corrections=corrections,
             usage_subtotal=sum((c.amount for c in usage_charges), Decimal(0)),
+            period_subtotal=sum((c.amount for c in billed), Decimal(0)),
             issuer_name=self._issuer_name,
             issuer_address_lines=_lines(self._issuer_address),
             billing_address_lines=_lines(statement.billing_address),

@@ -185,8 +185,11 @@ def meter_totals(statements: Sequence[Statement]) -> tuple[MeterTotal, ...]:
     totals: dict[tuple[str, str], tuple[str, Decimal, int]] = {}
     for statement in statements:
         for charge in statement.charges:
-            key = (statement.currency, charge.meter)
-            description, amount, count = totals.get(key, (charge.description, Decimal(0), 0))
+            meter, label = charge.meter, charge.description
+            if charge.is_correction:
+                meter, label = f"{meter}:correction", f"Corrections: {label}"
+            key = (statement.currency, meter)
+            description, amount, count = totals.get(key, (label, Decimal(0), 0))
             totals[key] = (description, amount + charge.amount, count + 1)
     return tuple(
         MeterTotal(currency, meter, description, amount, count)

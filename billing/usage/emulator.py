@@ -542,10 +542,14 @@ def running_emulator(
     host: str = "127.0.0.1",
     port: int = 0,
     faults: FaultPlan | None = None,
+    reported_until: int | None = None,
 ) -> Iterator[str]:
     """Serve in a daemon thread; yield the base URL, e.g. 'http://127.0.0.1:54321'."""
     emulator = UsageEmulator(
-        SyntheticUsage(orgs, seed), page_size=page_size, api_key=api_key, faults=faults
+        SyntheticUsage(orgs, seed, reported_until),
+        page_size=page_size,
+        api_key=api_key,
+        faults=faults,
     )
     server = serve_emulator(emulator, host, port)
     thread = threading.Thread(

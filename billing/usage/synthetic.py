@@ -112,13 +112,18 @@ GroupedBucket = tuple[int, int, list[tuple[GroupKey, Accumulator]]]
 
 
 class SyntheticUsage:
-    """Deterministic synthetic usage for N orgs; a pure function of (orgs, seed)."""
+    """Deterministic synthetic usage for N orgs; a pure function of (orgs, seed).
 
-    def __init__(self, orgs: int, seed: int) -> None:
+    `reported_until` (unix seconds) holds back the days from then on, as if their usage had not
+    arrived yet: serve once with it and once without to produce late usage.
+    """
+
+    def __init__(self, orgs: int, seed: int, reported_until: int | None = None) -> None:
         if orgs < 0:
             raise ValueError("orgs must not be negative")
         self.orgs = orgs
         self.seed = seed
+        self.reported_until = reported_until
         self._profiles = {org_id: _org_profile(seed, org_id) for org_id in self.org_ids()}
 
     def org_ids(self) -> list[str]:
@@ -160,6 +165,8 @@ class SyntheticUsage:
         }
         for profile in self._selected_profiles(org_ids):
             for day_start in _day_starts(start_time, end_time):
+                if self.reported_until is not None and day_start >= self.reported_until:
+                    continue
                 for row in _day_rows(self.seed, profile, day_start):
                     pieces = _time_pieces(row, profile, day_start, start_time, end_time, width)
                     for piece_start, parts in pieces:

@@ -1,0 +1,532 @@
+"""The invoice lifecycle: drafts replaced per period, finalization with gapless numbers,
+corrections of finalized invoices, void and sent. Callers supply the transaction."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+from sqlalchemy import ColumnElement, and_, delete, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlmodel import Session, col
+
+from billing.corrections import CORRECTION, USAGE, BilledLine, correction_lines, due_lines
+from billing.db.tables import (
+    Invoice,
+    InvoiceCharge,
+    InvoiceCorrection,
+    InvoiceDailyUsage,
+    InvoiceLine,
+    InvoiceNumberSequence,
+)
+from billing.domain import RatedInvoice
+from billing.errors import BillingError
+from billing.money import minor_to_decimal, round_quantity
+from billing.periods import BillingPeriod
+
+DRAFT, FINALIZED, SENT, VOID = "draft", "finalized", "sent", "void"
+ISSUED = (FINALIZED, SENT)
+
+
+class InvoiceStateError(BillingError):
+    """The invoice is not in a state that allows what was asked (finalized ones never change)."""
+
+
+@dataclass(frozen=True, slots=True)
+class OrgOutcome:
+    """What a close did with one org's invoice of the period."""
+
+    org_id: str
+    action: str  # drafted | already finalized | corrected | reissued
+    detail: str = ""
+
+
+def _in_period(period: BillingPeriod, org_scope: Collection[str] | None) -> ColumnElement[bool]:
+    scope = col(Invoice.period) == str(period)
+    if org_scope is not None:
+        scope = scope & col(Invoice.org_id).in_(org_scope)
+    return scope
+
+
+def store_period(
+    session: Session,
+    *,
+    run_id: int,
+    period: BillingPeriod,
+    rated: Sequence[RatedInvoice],
+    now: datetime,
+    due_at: datetime,
+    empty_invoice: Callable[[str], RatedInvoice],
+    org_scope: Collection[str] | None = None,
+    reissue: bool = False,
+) -> list[OrgOutcome]:
+    """Store a close's rating: drafts are replaced; finalized invoices are never touched, a
+    difference from them becomes a correction on the org's next open period (or, with
+    `reissue`, the original is voided and a replacement drafted)."""
+    live = (
+        session.execute(
+            select(Invoice).where(_in_period(period, org_scope), col(Invoice.status) != VOID)
+        )
+        .scalars()
+        .all()
+    )
+    issued = {invoice.org_id: invoice for invoice in live if invoice.status in ISSUED}
+    delete_drafts(session, [invoice.id for invoice in live if invoice.status == DRAFT])
+
+    rated_by_org = {invoice.org.org_id: invoice for invoice in rated}
+    to_draft: list[tuple[RatedInvoice, int | None]] = []
+    outcomes = [
+        OrgOutcome(org_id, "drafted") for org_id in sorted(rated_by_org) if org_id not in issued
+    ]
+    to_draft += [(rated_by_org[o.org_id], None) for o in outcomes]
+    for org_id, original in sorted(issued.items()):
+        fresh = rated_by_org.get(org_id)
+        assert original.id is not None
+        delta = correction_lines(
+            billed_lines(session, original.id), due_lines(fresh) if fresh else []
+        )
+        if not delta:
+            outcomes.append(OrgOutcome(org_id, "already finalized", original.number or ""))
+            continue
+        difference = sum((line.amount for line in delta), Decimal(0))
+        if reissue:
+            void_invoice(
+                session,
+                original,
+                f"reissued by run {run_id}: the usage changed the total by "
+                f"{difference:+} {original.currency}",
+                now,
+            )
+            to_draft.append((fresh or empty_invoice(org_id), original.id))
+            outcomes.append(OrgOutcome(org_id, "reissued", f"{original.number} is void"))
+            continue
+        target = next_open_period(session, org_id, period)
+        record_corrections(session, run_id, original, target, delta, now)
+        outcomes.append(
+            OrgOutcome(
+                org_id,
+                "corrected",
+                f"{difference:+} {original.currency} to {original.number}, billed on {target}",
+            )
+        )
+
+    drafted = {invoice.org.org_id for invoice, _ in to_draft}
+    for org_id in sorted(pending_correction_orgs(session, period, org_scope) - drafted):
+        if org_id not in issued:
+            to_draft.append((empty_invoice(org_id), None))
+            outcomes.append(OrgOutcome(org_id, "drafted", "corrections only"))
+    for invoice_id in insert_drafts(session, run_id, period, to_draft, now, due_at):
+        attach_corrections(session, invoice_id)
+    return outcomes
+
+
+def delete_drafts(session: Session, invoice_ids: Sequence[int | None]) -> None:
+    """Remove draft invoices and everything under them (the database refuses other states)."""
+    ids = [invoice_id for invoice_id in invoice_ids if invoice_id is not None]
+    if not ids:
+        return
+    for child in (InvoiceDailyUsage, InvoiceLine, InvoiceCharge):
+        session.execute(delete(child).where(col(child.invoice_id).in_(ids)))
+    session.execute(delete(Invoice).where(col(Invoice.id).in_(ids), col(Invoice.status) == DRAFT))
+
+
+def insert_drafts(
+    session: Session,
+    run_id: int,
+    period: BillingPeriod,
+    drafts: Sequence[tuple[RatedInvoice, int | None]],
+    now: datetime,
+    due_at: datetime,
+) -> list[int]:
+    """Insert rated invoices as drafts (no number yet) with their charges and lines."""
+    if not drafts:
+        return []
+    invoice_rows = [
+        {
+            "run_id": run_id,
+            "number": None,
+            "status": DRAFT,
+            "org_id": invoice.org.org_id,
+            "org_name": invoice.org.name,
+            "contact_emails": ", ".join(invoice.org.emails),
+            "period": str(period),
+            "currency": invoice.currency,
+            "rate_card_id": invoice.rate_card.id,
+            "rate_card_version": invoice.rate_card.version,
+            "rate_card_hash": invoice.rate_card.content_hash,
+            "total": minor_to_decimal(invoice.total_minor, invoice.currency),
+            "issued_at": now,
+            "due_at": due_at,
+            "billing_address": invoice.org.billing_address,
+            "replaces_invoice_id": replaces,
+        }
+        for invoice, replaces in drafts
+    ]
+    inserted = list(
+        session.execute(
+            insert(Invoice).returning(col(Invoice.id), sort_by_parameter_order=True),
+            invoice_rows,
+        )
+        .scalars()
+        .all()
+    )
+    charge_rows: list[dict[str, object]] = []
+    line_rows: list[dict[str, object]] = []
+    for invoice_id, (invoice, _replaces) in zip(inserted, drafts, strict=True):
+        currency = invoice.currency
+        for position, charge in enumerate(invoice.charges):
+            charge_rows.append(
+                {
+                    "invoice_id": invoice_id,
+                    "position": position,
+                    "meter": charge.meter,
+                    "description": charge.description,
+                    "unit": charge.unit,
+                    "quantity": round_quantity(charge.quantity),
+                    "included": charge.included,
+                    "billable": round_quantity(charge.billable),
+                    "pricing": charge.pricing,
+                    "amount": minor_to_decimal(charge.amount_minor, currency),
+                    "charge_class": USAGE,
+                }
+            )
+            line_rows.extend(
+                {
+                    "invoice_id": invoice_id,
+                    "meter": charge.meter,
+                    "api_key_id": line.key.api_key_id,
+                    "user_id": line.key.user_id,
+                    "quantity": round_quantity(line.quantity),
+                    "unit": charge.unit,
+                    "amount": minor_to_decimal(line.amount_minor, currency),
+                    "charge_class": USAGE,
+                }
+                for line in charge.lines
+            )
+    if charge_rows:
+        session.execute(insert(InvoiceCharge), charge_rows)
+    if line_rows:
+        session.execute(insert(InvoiceLine), line_rows)
+    return inserted
+
+
+def billed_lines(session: Session, invoice_id: int) -> list[BilledLine]:
+    """What an issued invoice billed per meter, API key and user, with the corrections already
+    recorded against it."""
+    descriptions = dict(
+        session.execute(
+            select(col(InvoiceCharge.meter), col(InvoiceCharge.description)).where(
+                col(InvoiceCharge.invoice_id) == invoice_id,
+                col(InvoiceCharge.charge_class) == USAGE,
+            )
+        ).all()
+    )
+    line = InvoiceLine
+    billed = [
+        BilledLine(meter, descriptions.get(meter, meter), unit, key, user, quantity, amount)
+        for meter, unit, key, user, quantity, amount in session.execute(
+            select(
+                col(line.meter),
+                col(line.unit),
+                col(line.api_key_id),
+                col(line.user_id),
+                col(line.quantity),
+                col(line.amount),
+            ).where(col(line.invoice_id) == invoice_id, col(line.charge_class) == USAGE)
+        )
+    ]
+    fix = InvoiceCorrection
+    billed += [
+        BilledLine(meter, description, unit, key, user, quantity, amount)
+        for meter, description, unit, key, user, quantity, amount in session.execute(
+            select(
+                col(fix.meter),
+                col(fix.description),
+                col(fix.unit),
+                col(fix.api_key_id),
+                col(fix.user_id),
+                col(fix.quantity),
+                col(fix.amount),
+            ).where(col(fix.original_invoice_id) == invoice_id)
+        )
+    ]
+    return billed
+
+
+def next_open_period(session: Session, org_id: str, period: BillingPeriod) -> BillingPeriod:
+    """The first period after `period` in which the org has no issued invoice."""
+    issued = set(
+        session.execute(
+            select(col(Invoice.period)).where(
+                col(Invoice.org_id) == org_id,
+                col(Invoice.period) > str(period),
+                col(Invoice.status).in_(ISSUED),
+            )
+        )
+        .scalars()
+        .all()
+    )
+    target = period.next()
+    while str(target) in issued:
+        target = target.next()
+    return target
+
+
+def record_corrections(
+    session: Session,
+    run_id: int,
+    original: Invoice,
+    target: BillingPeriod,
+    delta: Sequence[BilledLine],
+    now: datetime,
+) -> None:
+    """Store the difference to an issued invoice, to be billed on the org's `target` invoice;
+    a draft already standing for that period takes it at once."""
+    assert original.id is not None
+    session.execute(
+        insert(InvoiceCorrection),
+        [
+            {
+                "run_id": run_id,
+                "org_id": original.org_id,
+                "original_invoice_id": original.id,
+                "target_period": str(target),
+                "meter": line.meter,
+                "description": line.description,
+                "unit": line.unit,
+                "api_key_id": line.api_key_id,
+                "user_id": line.user_id,
+                "quantity": line.quantity,
+                "amount": line.amount,
+                "currency": original.currency,
+                "created_at": now,
+            }
+            for line in delta
+        ],
+    )
+    draft = session.execute(
+        select(col(Invoice.id)).where(
+            col(Invoice.org_id) == original.org_id,
+            col(Invoice.period) == str(target),
+            col(Invoice.status) == DRAFT,
+        )
+    ).scalar_one_or_none()
+    if draft is not None:
+        attach_corrections(session, draft)
+
+
+def pending_correction_orgs(
+    session: Session, period: BillingPeriod, org_scope: Collection[str] | None
+) -> set[str]:
+    """Orgs with corrections waiting to be billed on their invoice of `period`."""
+    query = select(col(InvoiceCorrection.org_id)).where(
+        col(InvoiceCorrection.target_period) == str(period),
+        col(InvoiceCorrection.applied_invoice_id).is_(None),
+    )
+    if org_scope is not None:
+        query = query.where(col(InvoiceCorrection.org_id).in_(org_scope))
+    return set(session.execute(query.distinct()).scalars().all())
+
+
+def attach_corrections(session: Session, invoice_id: int) -> None:
+    """(Re)write a draft's correction charges from the corrections waiting for its period, and
+    its total from all its charges."""
+    invoice = session.get(Invoice, invoice_id)
+    if invoice is None or invoice.status != DRAFT:
+        raise InvoiceStateError(f"invoice {invoice_id} is not a draft; corrections go on drafts")
+    for child in (InvoiceLine, InvoiceCharge):
+        session.execute(
+            delete(child).where(
+                col(child.invoice_id) == invoice_id, col(child.charge_class) == CORRECTION
+            )
+        )
+    fix, original = InvoiceCorrection, Invoice.__table__.alias("original")  # type: ignore[attr-defined]
+    pending = session.execute(
+        select(fix, original.c.number, original.c.period)
+        .join(original, original.c.id == fix.original_invoice_id)
+        .where(
+            col(fix.org_id) == invoice.org_id,
+            col(fix.target_period) == invoice.period,
+            col(fix.applied_invoice_id).is_(None),
+        )
+        .order_by(original.c.period, col(fix.meter), col(fix.id))
+    ).all()
+    grouped: dict[tuple[int, str], list[InvoiceCorrection]] = defaultdict(list)
+    labels: dict[int, str] = {}
+    for correction, number, period in pending:
+        if correction.currency != invoice.currency:
+            raise InvoiceStateError(
+                f"org {invoice.org_id}: a correction in {correction.currency} of {number} cannot "
+                f"be billed on its {invoice.period} invoice in {invoice.currency}; reissue "
+                f"{number} instead (billing close --period {period} --reissue)"
+            )
+        grouped[(correction.original_invoice_id, correction.meter)].append(correction)
+        labels[correction.original_invoice_id] = f"corrects {number} ({period})"
+    position = (
+        session.execute(
+            select(func.max(col(InvoiceCharge.position))).where(
+                col(InvoiceCharge.invoice_id) == invoice_id
+            )
+        ).scalar_one_or_none()
+        or 0
+    )
+    for (original_id, meter), corrections in grouped.items():
+        position += 1
+        quantity = sum((c.quantity for c in corrections), Decimal(0))
+        session.add(
+            InvoiceCharge(
+                invoice_id=invoice_id,
+                position=position,
+                meter=meter,
+                description=corrections[0].description,
+                unit=corrections[0].unit,
+                quantity=quantity,
+                included=Decimal(0),
+                billable=quantity,
+                pricing=labels[original_id],
+                amount=sum((c.amount for c in corrections), Decimal(0)),
+                charge_class=CORRECTION,
+                corrects_invoice_id=original_id,
+            )
+        )
+        session.add_all(
+            InvoiceLine(
+                invoice_id=invoice_id,
+                meter=meter,
+                api_key_id=c.api_key_id,
+                user_id=c.user_id,
+                quantity=c.quantity,
+                unit=c.unit,
+                amount=c.amount,
+                charge_class=CORRECTION,
+                corrects_invoice_id=original_id,
+            )
+            for c in corrections
+        )
+    session.flush()
+    total = session.execute(
+        select(col(InvoiceCharge.amount)).where(col(InvoiceCharge.invoice_id) == invoice_id)
+    ).scalars()
+    invoice.total = sum(total, Decimal(0))
+    session.flush()
+
+
+def finalize_drafts(
+    session: Session,
+    period: BillingPeriod,
+    now: datetime,
+    due_at: datetime,
+    org_scope: Collection[str] | None = None,
+) -> list[str]:
+    """Finalize a period's drafts: number them (gapless per year) and freeze them; corrections
+    they carry count as billed. Returns the numbers given, in org order."""
+    drafts = list(
+        session.execute(
+            select(Invoice)
+            .where(_in_period(period, org_scope), col(Invoice.status) == DRAFT)
+            .order_by(col(Invoice.org_id))
+        )
+        .scalars()
+        .all()
+    )
+    for draft in drafts:
+        assert draft.id is not None
+        attach_corrections(session, draft.id)
+    numbers = next_numbers(session, now.year, len(drafts))
+    for draft, number in zip(drafts, numbers, strict=True):
+        draft.number = number
+        draft.status = FINALIZED
+        draft.issued_at = now
+        draft.finalized_at = now
+        draft.due_at = due_at
+        session.execute(
+            update(InvoiceCorrection)
+            .where(
+                col(InvoiceCorrection.org_id) == draft.org_id,
+                col(InvoiceCorrection.target_period) == draft.period,
+                col(InvoiceCorrection.applied_invoice_id).is_(None),
+            )
+            .values(applied_invoice_id=draft.id)
+        )
+    session.flush()
+    return numbers
+
+
+def next_numbers(session: Session, year: int, count: int) -> list[str]:
+    """Hand out `count` consecutive numbers of a year under a row lock: a rolled-back
+    transaction returns its numbers, so there are no gaps and no duplicates."""
+    if count == 0:
+        return []
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    session.execute(
+        dialect.insert(InvoiceNumberSequence)
+        .values(year=year, last_number=0)
+        .on_conflict_do_nothing(index_elements=["year"])
+    )
+    sequence = session.execute(
+        select(InvoiceNumberSequence)
+        .where(col(InvoiceNumberSequence.year) == year)
+        .with_for_update()
+    ).scalar_one()
+    first = sequence.last_number + 1
+    sequence.last_number += count
+    session.flush()
+    return [f"INV-{year}-{number:06d}" for number in range(first, first + count)]
+
+
+def void_invoice(session: Session, invoice: Invoice, reason: str, now: datetime) -> None:
+    """Void an issued invoice: its period is open again for a replacement. Corrections it
+    carried wait for the replacement; corrections of it not yet billed are dropped."""
+    if invoice.status not in ISSUED:
+        raise InvoiceStateError(
+            f"invoice {invoice.number or invoice.id} of {invoice.org_id} for {invoice.period} is "
+            f"{invoice.status}; only finalized or sent invoices can be voided"
+            + (
+                f" (re-run billing close --period {invoice.period})"
+                if invoice.status == DRAFT
+                else ""
+            )
+        )
+    if not reason.strip():
+        raise InvoiceStateError("a void needs a reason: pass --reason TEXT")
+    billed_elsewhere = (
+        session.execute(
+            select(col(Invoice.number))
+            .join(InvoiceCorrection, col(InvoiceCorrection.applied_invoice_id) == col(Invoice.id))
+            .where(col(InvoiceCorrection.original_invoice_id) == invoice.id)
+        )
+        .scalars()
+        .first()
+    )
+    if billed_elsewhere is not None:
+        raise InvoiceStateError(
+            f"corrections of {invoice.number} were billed on {billed_elsewhere}; void "
+            f"{billed_elsewhere} first so nothing is billed twice"
+        )
+    session.execute(
+        delete(InvoiceCorrection).where(
+            col(InvoiceCorrection.original_invoice_id) == invoice.id,
+            col(InvoiceCorrection.applied_invoice_id).is_(None),
+        )
+    )
+    session.execute(
+        update(InvoiceCorrection)
+        .where(col(InvoiceCorrection.applied_invoice_id) == invoice.id)
+        .values(applied_invoice_id=None)
+    )
+    invoice.status = VOID
+    invoice.voided_at = now
+    invoice.void_reason = reason.strip()
+    session.flush()
+
+
+def mark_sent(session: Session, invoice_id: int, now: datetime) -> None:
+    """Record that a finalized invoice's statement went out."""
+    session.execute(
+        update(Invoice)
+        .where(and_(col(Invoice.id) == invoice_id, col(Invoice.status) == FINALIZED))
+        .values(status=SENT, sent_at=now)
+    )
