@@ -20,6 +20,8 @@ from billing.db.tables import BillingRun, Invoice, InvoiceCorrection, InvoiceLin
 from billing.domain import Statement
 from billing.errors import BillingError
 from billing.periods import BillingPeriod
+from billing.publishing import render_statements
+from billing.statements.files import period_folder, safe_stem
 
 
 def _engine(settings: Settings) -> Engine:
@@ -204,9 +206,24 @@ def void(
             void_invoice(session, invoice, reason, now())
             session.flush()
             session.expunge(invoice)
-        return invoice
     finally:
         engine.dispose()
+    _withdraw_statement_files(settings, invoice, progress)
+    return invoice
+
+
+def _withdraw_statement_files(
+    settings: Settings, invoice: Invoice, progress: Callable[[str], None]
+) -> None:
+    """A void invoice's PDF and CSV leave the period folder; the period's summary and reports
+    are written again from the invoices that stand."""
+    folder = period_folder(settings.output_dir, invoice.period)
+    for suffix in (".pdf", ".csv"):
+        (folder / f"{safe_stem(invoice.org_id)}{suffix}").unlink(missing_ok=True)
+    try:
+        render_statements(settings, BillingPeriod.parse(invoice.period), progress=progress)
+    except BillingError:
+        progress(f"no invoices of {invoice.period} stand after the void; no statements written")
 
 
 @dataclass(frozen=True)

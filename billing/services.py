@@ -272,9 +272,9 @@ def finalize_period(
                         f"run billing close --period {period} --draft first"
                     )
                 outcome.report = drafted_by.report if drafted_by else RatingReport()
-                outcome.pages_fetched = drafted_by.pages if drafted_by else 0
-                facts_run = drafted_by.run_id if drafted_by else run_id
-                return stage.publish(period, facts_run)
+                if drafted_by is None:
+                    return stage.publish(period, run_id)
+                return stage.publish(period, drafted_by.run_id, drafted_by.pages)
 
             return run_recorded(engine, run_id, work, now)
     finally:

@@ -122,7 +122,11 @@ class Stage:
             )
         return len(finalized)
 
-    def publish(self, period: BillingPeriod, facts_run_id: int) -> CloseResult:
+    def publish(
+        self, period: BillingPeriod, facts_run_id: int, pages: int | None = None
+    ) -> CloseResult:
+        """Render, report and email from the stored invoices; `pages` and the facts come from
+        the run that fetched when this one did not (a finalize)."""
         with Session(self.engine) as session:
             statements = load_statements(session, period)
         self.outcome.invoice_count = len(statements)
@@ -133,7 +137,7 @@ class Stage:
             statements,
             facts_run_id,
             self.outcome.report or RatingReport(),
-            self.outcome.pages_fetched,
+            self.outcome.pages_fetched if pages is None else pages,
             self.say,
             outcome=self.outcome,
             org_outcomes=self.outcome.org_outcomes,

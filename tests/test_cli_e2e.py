@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from billing.periods import BillingPeriod
 from tests.agreement import assert_period_agrees
+from tests.processes import emulator_process, run_billing
 from tests.reference import cards_need_session_kind, expected_totals, fetch_raw_results
 
 BIN = Path(sys.executable).parent
@@ -22,57 +18,10 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 PERIOD = BillingPeriod.parse("2026-10")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
 def emulator_url() -> Iterator[str]:
-    port = free_port()
-    process = subprocess.Popen(
-        [
-            BIN / "billing",
-            "emulator",
-            "--port",
-            str(port),
-            "--orgs",
-            "7",
-            "--seed",
-            "11",
-            "--page-size",
-            "120",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                httpx.get(url + "/api/v1/sandbox/usage", timeout=1)
-                break
-            except httpx.TransportError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise RuntimeError("the emulator did not start") from None
-                time.sleep(0.1)
+    with emulator_process("--orgs", "7", "--seed", "11", "--page-size", "120") as url:
         yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
-
-
-def run_billing(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(BIN / "billing"), *args],
-        env={**os.environ, **env},
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
 
 
 @pytest.mark.e2e

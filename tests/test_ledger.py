@@ -21,7 +21,7 @@ from billing.db.ledger import InvoiceStateError, attach_corrections, void_invoic
 from billing.db.tables import Invoice
 from billing.invoices import invoice_detail, list_invoices, run_detail, void
 from billing.periods import BillingPeriod
-from billing.services import close_period, finalize_period
+from billing.services import close_period, finalize_period, rerate_period
 from billing.stages import CloseOptions
 from billing.usage.emulator import running_emulator
 from tests.agreement import assert_period_agrees, count, database_totals, query_one
@@ -122,10 +122,28 @@ def test_rerun_of_a_finalized_period_changes_nothing_and_sends_nothing_again(
         before = ledger_image(database_url)
         emails = sorted(p.stat().st_mtime_ns for p in (first.folder / "emails").iterdir())
         again = close_period(settings, OCTOBER)
+        rerated = rerate_period(settings, OCTOBER)
     assert ledger_image(database_url) == before
+    assert {o["action"] for o in rerated.org_outcomes} == {"already finalized"}
     assert {o["action"] for o in again.org_outcomes} == {"already finalized"}
     assert again.emails_sent == 0
     assert sorted(p.stat().st_mtime_ns for p in (first.folder / "emails").iterdir()) == emails
+    assert count(database_url, "invoice_correction") == 0
+
+
+def test_a_second_draft_close_replaces_the_drafts_whole(
+    make_settings: Callable[..., Settings], database_url: str
+) -> None:
+    with upstream(make_settings, database_url, late=True) as (settings, _base_url):
+        first = close_period(settings, OCTOBER, options=DRAFT)
+    with upstream(make_settings, database_url) as (settings, base_url):
+        second = close_period(settings, OCTOBER, options=DRAFT)
+        expected = reference_totals(base_url, OCTOBER)
+    assert first.run_id != second.run_id
+    assert rows(database_url, "SELECT DISTINCT run_id FROM invoice") == [(second.run_id,)]
+    assert count(database_url, "invoice") == len(expected)
+    assert assert_period_agrees(database_url, second.folder, str(OCTOBER)) == expected
+    assert {o["action"] for o in second.org_outcomes} == {"drafted"}
     assert count(database_url, "invoice_correction") == 0
 
 
@@ -217,8 +235,12 @@ def test_void_frees_the_period_and_a_close_issues_a_replacement(
         number = first.statements[0].invoice_number
         with pytest.raises(InvoiceStateError, match="needs a reason"):
             void(settings, number, "  ")
+        folder = first.folder
+        assert (folder / f"{first.statements[0].org_id}.pdf").exists()
         voided = void(settings, number, "customer disputed the session time")
         assert voided.status == "void"
+        assert not (folder / f"{voided.org_id}.pdf").exists()
+        assert voided.org_id not in (folder / "summary.csv").read_text(encoding="utf-8")
         with pytest.raises(InvoiceStateError, match="only finalized or sent"):
             void(settings, number, "twice")
         again = close_period(settings, OCTOBER, org_ids=[voided.org_id])
