@@ -5,15 +5,18 @@ from __future__ import annotations
 from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from billing.errors import ConfigError
+from billing.mail_settings import parse_mailbox, parse_smtp_url, plain_address_problem
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = PROJECT_ROOT / "examples"
 
-EmailBackendName = Literal["file", "console", "none"]
+EmailBackendName = Literal["file", "console", "none", "smtp"]
 GroupByExtra = Literal["session_kind", "operation", "provider"]
 
 
@@ -52,6 +55,20 @@ class Settings(BaseSettings):
     email_backend: EmailBackendName = Field("file", validation_alias=_env("BILLING_EMAIL_BACKEND"))
     email_from: str = Field(
         "MKA1 Billing <billing@mka1.example>", validation_alias=_env("BILLING_EMAIL_FROM")
+    )
+    email_reply_to: str | None = Field(None, validation_alias=_env("BILLING_EMAIL_REPLY_TO"))
+    email_bcc: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), validation_alias=_env("BILLING_EMAIL_BCC")
+    )
+    smtp_url: SecretStr | None = Field(None, validation_alias=_env("BILLING_SMTP_URL"))
+    smtp_timeout_seconds: float = Field(  # float-ok: seconds
+        30.0, gt=0, validation_alias=_env("BILLING_SMTP_TIMEOUT_SECONDS")
+    )
+    smtp_rate_per_second: float = Field(  # float-ok: messages per second
+        10.0, gt=0, validation_alias=_env("BILLING_SMTP_RATE_PER_SECOND")
+    )
+    smtp_max_per_connection: int = Field(
+        100, ge=1, validation_alias=_env("BILLING_SMTP_MAX_PER_CONNECTION")
     )
     broker_url: str | None = Field(None, validation_alias=_env("BILLING_BROKER_URL"))
     locale: str = Field("en_US", validation_alias=_env("BILLING_LOCALE"))
@@ -92,6 +109,58 @@ class Settings(BaseSettings):
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         return None if value == "" else value
+
+    # The SMTP and email checks raise ConfigError rather than ValueError: a pydantic
+    # ValidationError prints the input value, which for BILLING_SMTP_URL holds the password.
+    @field_validator("smtp_url", "email_reply_to", mode="before")
+    @classmethod
+    def _blank_email_setting_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("smtp_url")
+    @classmethod
+    def _smtp_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            parse_smtp_url(value.get_secret_value(), "BILLING_SMTP_URL")
+        return value
+
+    @field_validator("email_reply_to")
+    @classmethod
+    def _reply_to(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                parse_mailbox(value)
+            except ValueError as error:
+                raise ConfigError(
+                    f"setting BILLING_EMAIL_REPLY_TO: {value!r} is not an address like "
+                    f"billing@example.com or Billing <billing@example.com>: {error}"
+                ) from None
+        return value
+
+    @field_validator("email_bcc", mode="before")
+    @classmethod
+    def _bcc_list(cls, value: object) -> object:
+        addresses = value.split(",") if isinstance(value, str) else value
+        if not isinstance(addresses, list | tuple):
+            return value
+        cleaned = tuple(str(address).strip() for address in addresses if str(address).strip())
+        for address in cleaned:
+            problem = plain_address_problem(address)
+            if problem is not None:
+                raise ConfigError(
+                    f"setting BILLING_EMAIL_BCC: {address!r} is not a plain email address "
+                    f"(name@example.com; several separated by commas): {problem}"
+                )
+        return cleaned
+
+    @model_validator(mode="after")
+    def _smtp_backend_has_a_server(self) -> Settings:
+        if self.email_backend == "smtp" and self.smtp_url is None:
+            raise ConfigError(
+                "setting BILLING_EMAIL_BACKEND: smtp needs BILLING_SMTP_URL "
+                "(e.g. smtp://user:password@host:587)"
+            )
+        return self
 
 
 @lru_cache(maxsize=1)

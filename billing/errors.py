@@ -12,6 +12,7 @@
     │   └── IncompleteUsage         grouped usage does not add up to the per-org totals
     ├── StorageError                the database refused a write or is behind on migrations
     └── OutputError                 a statement or email could not be written
+        └── DeliveryError           an email was refused, not handed over, or its fate is unknown
 
 Anything else is a bug and keeps its traceback.
 """
@@ -69,3 +70,17 @@ class OutputError(BillingError):
 
 class IncompleteUsage(UsageError):
     """The grouped usage does not add up to the per-org totals: nothing was billed."""
+
+
+class DeliveryError(OutputError):
+    """An email was not delivered; `status` is "failed", "retry" or "unknown" (see billing.smtp).
+
+    Only "retry" is retryable: after "unknown" the message may have arrived, so a person checks
+    the mail log before anything is sent again.
+    """
+
+    def __init__(self, message: str, *, status: str, reply: str = "") -> None:
+        super().__init__(message)
+        self.status = status
+        self.reply = reply
+        self.retryable = status == "retry"

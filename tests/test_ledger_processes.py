@@ -130,7 +130,8 @@ def test_concurrent_finalizers_number_without_gaps_or_duplicates(
     assert numbers == [f"INV-{year}-{n:06d}" for n in range(1, 6 * len(months) + 1)]
     per_month = rows(
         pg_url,
-        "SELECT period, count(*) FROM invoice WHERE status IN ('finalized', 'sent') GROUP BY period",
+        "SELECT period, count(*) FROM invoice WHERE status IN ('finalized', 'sent') "
+        "GROUP BY period",
     )
     assert dict(per_month) == dict.fromkeys(months, 6)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from datetime import date
 from decimal import Decimal
 from itertools import pairwise
@@ -13,11 +12,13 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
 from billing.domain import METERS, MeterPrice, Tier
+from billing.mail_settings import plain_address_problem
 from billing.money import minor_unit_exponent
 
 
@@ -31,7 +32,6 @@ ExactNumber = Annotated[Decimal, BeforeValidator(_no_float), Field(allow_inf_nan
 Price = Annotated[ExactNumber, Field(ge=0)]
 PositiveNumber = Annotated[ExactNumber, Field(gt=0)]
 PRICING_MODEL_FIELDS = ("unit_price", "tiers", "tier_mode", "package_size", "package_price")
-_EMAIL = re.compile(r"^[^@\s<>,;\"]+@[^@\s<>,;\"]+\.[^@\s<>,;\"]+$")
 
 
 class _Strict(BaseModel):
@@ -210,10 +210,15 @@ class OrgSpec(_Strict):
 
     @field_validator("email")
     @classmethod
-    def _plain_addresses(cls, addresses: list[str]) -> list[str]:
+    def _plain_addresses(cls, addresses: list[str], info: ValidationInfo) -> list[str]:
+        org_id = info.data.get("org_id", "(no valid org_id)")
         for address in addresses:
-            if not _EMAIL.match(address):
-                raise ValueError(f"{address!r} is not a plain email address (name@example.com)")
+            problem = plain_address_problem(address)
+            if problem is not None:
+                raise ValueError(
+                    f"{address!r} is not a plain email address (name@example.com) "
+                    f"of org {org_id}: {problem}"
+                )
         return addresses
 
     @field_validator("name", "org_id")
