@@ -17,7 +17,7 @@ from billing.catalog import check_catalog, load_rate_cards
 from billing.config import Settings
 from billing.console import err, load_settings, out, progress
 from billing.errors import BillingError, ConfigError
-from billing.ledger_cli import invoices_app, runs_app, void_command
+from billing.ledger_cli import email_app, invoices_app, runs_app, void_command
 from billing.money import minor_to_decimal, round_quantity
 from billing.periods import BillingPeriod
 from billing.publishing import CloseResult, render_statements
@@ -49,6 +49,7 @@ statements_app = typer.Typer(
 app.add_typer(statements_app, name="statements")
 app.add_typer(invoices_app, name="invoices")
 app.add_typer(runs_app, name="runs")
+app.add_typer(email_app, name="email")
 app.command("void")(void_command)
 
 

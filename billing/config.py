@@ -70,6 +70,9 @@ class Settings(BaseSettings):
     smtp_max_per_connection: int = Field(
         100, ge=1, validation_alias=_env("BILLING_SMTP_MAX_PER_CONNECTION")
     )
+    smtp_retry_seconds: Annotated[tuple[float, ...], NoDecode] = Field(  # float-ok: seconds
+        (5.0, 20.0), validation_alias=_env("BILLING_SMTP_RETRY_SECONDS")
+    )
     broker_url: str | None = Field(None, validation_alias=_env("BILLING_BROKER_URL"))
     locale: str = Field("en_US", validation_alias=_env("BILLING_LOCALE"))
     issuer_name: str = Field("MKA1, Inc.", validation_alias=_env("BILLING_ISSUER_NAME"))
@@ -152,6 +155,13 @@ class Settings(BaseSettings):
                     f"(name@example.com; several separated by commas): {problem}"
                 )
         return cleaned
+
+    @field_validator("smtp_retry_seconds", mode="before")
+    @classmethod
+    def _seconds_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
 
     @model_validator(mode="after")
     def _smtp_backend_has_a_server(self) -> Settings:

@@ -12,7 +12,7 @@ from sqlalchemy import Engine, func, or_, select
 from sqlmodel import Session, col
 
 from billing.config import Settings
-from billing.db.engine import make_engine, upgrade_schema
+from billing.db.engine import ledger_engine
 from billing.db.ledger import InvoiceStateError, void_invoice
 from billing.db.locks import hold_period, write_transaction
 from billing.db.repository import load_statements
@@ -25,10 +25,7 @@ from billing.statements.files import period_folder, safe_stem
 
 
 def _engine(settings: Settings) -> Engine:
-    engine = make_engine(settings.database_url)
-    if settings.auto_migrate:
-        upgrade_schema(engine)
-    return engine
+    return ledger_engine(settings.database_url, migrate=settings.auto_migrate)
 
 
 @dataclass(frozen=True)

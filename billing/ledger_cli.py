@@ -1,7 +1,8 @@
-"""The ledger commands: `billing invoices list/show`, `billing runs list/show`, `billing void`."""
+"""The ledger commands: `billing invoices`, `billing runs`, `billing email`, `billing void`."""
 
 from __future__ import annotations
 
+from collections import Counter
 from decimal import Decimal
 from typing import Annotated
 
@@ -9,6 +10,7 @@ import typer
 from rich.table import Table
 
 from billing.console import load_settings, out, progress
+from billing.emailing import email_status, resend, send_pending
 from billing.invoices import invoice_detail, list_invoices, list_runs, run_detail, void
 from billing.periods import BillingPeriod
 from billing.statements import formatting
@@ -190,3 +192,64 @@ def void_command(
         f"{voided.number} ({voided.org_id}, {voided.period}) is void; "
         f"billing close --period {voided.period} --org {voided.org_id} issues a replacement"
     )
+
+
+email_app = typer.Typer(
+    help="Statement emails: the outbox, sending, resends.", no_args_is_help=True
+)
+
+
+@email_app.command("status")
+def email_status_command(
+    period: Annotated[str, typer.Option("--period", help="The month, YYYY-MM.")],
+) -> None:
+    """Every statement delivery of a month: recipient, state, attempts, the server's words."""
+    settings = load_settings()
+    rows = email_status(settings, BillingPeriod.parse(period))
+    counts = Counter(row.status for row in rows)
+    table = Table(title=f"{len(rows)} deliveries of {period}")
+    for column in ("org", "invoice", "recipient", "kind", "state", "tries", "detail"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(
+            row.org_id,
+            row.invoice_number or "-",
+            row.recipient,
+            row.kind,
+            row.status,
+            str(row.attempts),
+            row.detail,
+        )
+    out.print(table)
+    out.print(", ".join(f"{n} {state}" for state, n in sorted(counts.items())) or "no deliveries")
+    if counts["unknown"]:
+        out.print(
+            "[yellow]unknown: the server may have these; check its log for the Message-ID, "
+            "then billing email resend INVOICE --to ADDR if it never arrived[/yellow]"
+        )
+
+
+@email_app.command("send")
+def email_send_command(
+    period: Annotated[str, typer.Option("--period", help="The month, YYYY-MM.")],
+    wait: Annotated[float, typer.Option("--wait", min=0, metavar="SECONDS")] = 0.0,
+) -> None:
+    """Send the month's pending statement emails; nothing already sent goes out again."""
+    settings = load_settings()
+    report = send_pending(
+        settings, BillingPeriod.parse(period), progress=progress, wait_seconds=wait
+    )
+    for cut_off in report.cut_off:
+        out.print(f"[yellow]{cut_off}: cut off before the server replied, now unknown[/yellow]")
+    out.print(f"sent {report.describe()}" if report.messages else "nothing pending to send")
+
+
+@email_app.command("resend")
+def email_resend_command(
+    invoice: Annotated[str, typer.Argument(metavar="INVOICE", help="The invoice number.")],
+    to: Annotated[str, typer.Option("--to", help="One of the org's billing contacts.")],
+) -> None:
+    """Send an invoice's statement again to one contact (an explicit, recorded resend)."""
+    settings = load_settings()
+    report = resend(settings, invoice, to, progress=progress)
+    out.print(f"resent {invoice} to {to}: {report.describe()}")

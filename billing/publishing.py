@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy import func, select
@@ -15,16 +13,15 @@ from sqlmodel import Session, col
 
 from billing.config import Settings
 from billing.db.engine import make_engine
-from billing.db.ledger import mark_sent
-from billing.db.locks import write_transaction
 from billing.db.repository import (
     RunOutcome,
     load_statements,
 )
 from billing.db.tables import BillingRun, Invoice
+from billing.delivery import OutboxSender
 from billing.domain import RatingReport, Statement
 from billing.errors import BillingError, StorageError
-from billing.mail import StatementDocuments, build_statement_email, email_backend
+from billing.mail import StatementDocuments
 from billing.periods import BillingPeriod
 from billing.statements.allocation import (
     CostCentreMap,
@@ -57,6 +54,7 @@ class CloseResult:
     emails_sent: int
     orgs_without_contact: list[str] = field(default_factory=list)
     org_outcomes: list[dict[str, str]] = field(default_factory=list)
+    email_outcomes: dict[str, int] = field(default_factory=dict)
 
     @property
     def drafts(self) -> int:
@@ -91,10 +89,10 @@ def publish_statements(
     org_outcomes: Sequence[dict[str, str]] = (),
 ) -> CloseResult:
     """Render each statement to PDF and CSV, write the period's reports (summary.csv,
-    summary.pdf, allocation.csv), and hand emails to the backend.
+    summary.pdf, allocation.csv), and send what the outbox holds for them.
 
-    Only finalized invoices not yet sent are emailed, each then marked sent; drafts are
-    rendered (marked DRAFT) but never emailed.
+    Finalizing queued one delivery per contact; each is sent once (an invoice is `sent` when
+    all of its are). Drafts are rendered (marked DRAFT) but never emailed.
 
     `outcome`, when the caller passes its run's, supplies the duplicate count to the report;
     without it the report reads what the run table holds.
@@ -102,30 +100,22 @@ def publish_statements(
     centres = load_cost_centre_map(settings)
     folder = period_folder(settings.output_dir, str(period))
     renderer = StatementRenderer.from_settings(settings)
-    backend = email_backend(settings.email_backend, folder)
-    emails_sent = 0
     engine = make_engine(settings.database_url)
-    published: list[Statement] = []
     try:
-        for statement in statements:
-            documents = render_documents(renderer, statement)
-            write_documents(folder, documents)
-            if statement.emails and statement.status == "finalized":
-                message = build_statement_email(
-                    documents,
-                    renderer.environment,
-                    settings.email_from,
-                    settings.issuer_name,
-                    settings.locale,
-                )
-                backend.send(message, statement.org_id)
-                with write_transaction(engine) as session:
-                    mark_sent(session, statement.invoice_id, datetime.now(UTC))
-                emails_sent += 1
-                statement = dataclasses.replace(statement, status="sent")
-            published.append(statement)
+        with OutboxSender(settings, engine, period, renderer.environment, folder) as outbox:
+            for statement in statements:
+                documents = render_documents(renderer, statement)
+                write_documents(folder, documents)
+                outbox.send_for(documents)
+            outbox.send_remaining(lambda stored: render_documents(renderer, stored))
+        delivery = outbox.report
+        for cut_off in delivery.cut_off:
+            say(f"email {cut_off} was cut off before the server replied: marked unknown")
+        if delivery.messages:
+            say(f"emails: {delivery.describe()}")
         summary_path = write_atomically(folder, "summary.csv", summary_csv(statements))
         with Session(engine) as session:
+            published = load_statements(session, period)  # with the states sending set
             previous = load_statements(session, period.previous())
             facts = run_facts(session, run_id, settings, report, outcome)
     finally:
@@ -140,7 +130,8 @@ def publish_statements(
         summary_path=summary_path,
         report=report,
         pages_fetched=pages,
-        emails_sent=emails_sent,
+        emails_sent=delivery.sent,
+        email_outcomes=dict(delivery.outcomes),
         orgs_without_contact=[s.org_id for s in statements if not s.emails],
         org_outcomes=list(org_outcomes),
     )

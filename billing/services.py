@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import getpass
 import json
 import logging
-import socket
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -15,7 +13,7 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 
 from billing.config import Settings
-from billing.db.engine import make_engine, upgrade_schema
+from billing.db.engine import ledger_engine
 from billing.db.ledger import InvoiceStateError
 from billing.db.locks import hold_period
 from billing.db.repository import (
@@ -35,6 +33,7 @@ from billing.stages import (
     Stage,
     drafting_run,
     run_recorded,
+    who_started,
 )
 from billing.usage.client import UsageClient, UsageQuery
 
@@ -51,10 +50,7 @@ def _utc_now() -> datetime:
 
 def open_database(settings: Settings) -> Engine:
     """The ledger's engine, migrated to the newest schema when auto-migrate is on."""
-    engine = make_engine(settings.database_url)
-    if settings.auto_migrate:
-        upgrade_schema(engine)
-    return engine
+    return ledger_engine(settings.database_url, migrate=settings.auto_migrate)
 
 
 def usage_client(settings: Settings, http: httpx.Client) -> UsageClient:
@@ -105,15 +101,6 @@ def quote_org(
         return None, aggregate.report
     account = pricing.account_for(org_id)
     return rate_org(account, pricing.card_for(account), usage), aggregate.report
-
-
-def who_started() -> str:
-    """The user and host behind a run, for the audit trail."""
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = "unknown"
-    return f"{user}@{socket.gethostname()}"
 
 
 def close_period(

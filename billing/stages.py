@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import getpass
+import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -23,6 +25,15 @@ from billing.publishing import CloseResult, Progress, publish_statements
 from billing.rating import UsageAggregate, rate_period
 
 Clock = Callable[[], datetime]
+
+
+def who_started() -> str:
+    """The user and host behind a run, for the audit trail."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"
 
 
 @dataclass(frozen=True)

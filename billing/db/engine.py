@@ -71,6 +71,14 @@ def upgrade_schema(engine: Engine) -> None:
         ) from None
 
 
+def ledger_engine(url: str, *, migrate: bool = True) -> Engine:
+    """The ledger's engine, migrated to the newest schema first when `migrate` is on."""
+    engine = make_engine(url)
+    if migrate:
+        upgrade_schema(engine)
+    return engine
+
+
 def schema_is_current(engine: Engine) -> bool:
     """True when the database is at the newest migration."""
     head = ScriptDirectory.from_config(alembic_config(str(engine.url))).get_current_head()

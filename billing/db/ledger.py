@@ -9,11 +9,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import ColumnElement, and_, delete, func, insert, select, update
+from sqlalchemy import ColumnElement, delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col
 
 from billing.corrections import CORRECTION, USAGE, BilledLine, correction_lines, due_lines
+from billing.db.outbox import queue_statements
 from billing.db.tables import (
     Invoice,
     InvoiceCharge,
@@ -422,7 +423,8 @@ def finalize_drafts(
     org_scope: Collection[str] | None = None,
 ) -> list[str]:
     """Finalize a period's drafts: number them (gapless per year) and freeze them; corrections
-    they carry count as billed. Returns the numbers given, in org order."""
+    they carry count as billed, and each contact gets a pending delivery in the outbox.
+    Returns the numbers given, in org order."""
     drafts = list(
         session.execute(
             select(Invoice)
@@ -452,6 +454,7 @@ def finalize_drafts(
             .values(applied_invoice_id=draft.id)
         )
     session.flush()
+    queue_statements(session, drafts, now)
     return numbers
 
 
@@ -521,12 +524,3 @@ def void_invoice(session: Session, invoice: Invoice, reason: str, now: datetime)
     invoice.voided_at = now
     invoice.void_reason = reason.strip()
     session.flush()
-
-
-def mark_sent(session: Session, invoice_id: int, now: datetime) -> None:
-    """Record that a finalized invoice's statement went out."""
-    session.execute(
-        update(Invoice)
-        .where(and_(col(Invoice.id) == invoice_id, col(Invoice.status) == FINALIZED))
-        .values(status=SENT, sent_at=now)
-    )

@@ -240,4 +240,44 @@ class InvoiceNumberSequence(SQLModel, table=True):
     last_number: int = 0
 
 
+STATEMENT_DELIVERY = text("kind = 'statement'")
+
+
+class EmailDelivery(SQLModel, table=True):
+    """The outbox: one statement email to one recipient, and how its delivery went.
+
+    pending -> sending -> sent | failed | unknown (the server may or may not have it: a person
+    decides; never resent automatically). Rows are written when the invoice is finalized.
+    """
+
+    __tablename__ = "email_delivery"
+    __table_args__ = (
+        Index(
+            "uq_delivery_invoice_recipient",
+            "invoice_id",
+            "recipient",
+            unique=True,
+            postgresql_where=STATEMENT_DELIVERY,
+            sqlite_where=STATEMENT_DELIVERY,
+        ),
+        Index("ix_delivery_period_status", "period", "status"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    invoice_id: int = Field(sa_column=Column(Integer, ForeignKey("invoice.id"), nullable=False))
+    org_id: str = Field(max_length=255)
+    period: str = Field(max_length=7)
+    recipient: str = Field(max_length=320)
+    kind: str = Field(default="statement", max_length=16)
+    status: str = Field(default="pending", max_length=16)
+    attempts: int = 0
+    message_id: str = Field(default="", max_length=255)
+    server_reply: str | None = Field(default=None, sa_column=Column(Text))
+    error: str | None = Field(default=None, sa_column=Column(Text))
+    requested_by: str = Field(default="", max_length=200)
+    created_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    last_attempt_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime()))
+    sent_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime()))
+
+
 metadata = SQLModel.metadata

@@ -1,0 +1,199 @@
+"""The email outbox: delivery rows written at finalization, claimed, and settled by result."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import func, insert, select, update
+from sqlmodel import Session, col
+
+from billing.db.tables import EmailDelivery, Invoice
+
+PENDING, SENDING, SENT, FAILED, UNKNOWN = "pending", "sending", "sent", "failed", "unknown"
+STATEMENT, RESEND = "statement", "resend"
+
+
+def contacts_of(invoice: Invoice) -> list[str]:
+    return [address for address in invoice.contact_emails.split(", ") if address]
+
+
+def queue_statements(session: Session, invoices: Sequence[Invoice], now: datetime) -> int:
+    """One pending delivery per contact of each invoice (in the finalizing transaction)."""
+    rows = [
+        {
+            "invoice_id": invoice.id,
+            "org_id": invoice.org_id,
+            "period": invoice.period,
+            "recipient": address,
+            "kind": STATEMENT,
+            "status": PENDING,
+            "attempts": 0,
+            "created_at": now,
+        }
+        for invoice in invoices
+        for address in contacts_of(invoice)
+    ]
+    if rows:
+        session.execute(insert(EmailDelivery), rows)
+    return len(rows)
+
+
+def queue_resend(
+    session: Session, invoice: Invoice, recipient: str, requested_by: str, now: datetime
+) -> int:
+    """An explicit, recorded resend of an issued invoice's statement to one of its contacts."""
+    row = EmailDelivery(
+        invoice_id=invoice.id or 0,
+        org_id=invoice.org_id,
+        period=invoice.period,
+        recipient=recipient,
+        kind=RESEND,
+        status=PENDING,
+        requested_by=requested_by,
+        created_at=now,
+    )
+    session.add(row)
+    session.flush()
+    assert row.id is not None
+    return row.id
+
+
+def give_up_on_interrupted(session: Session, period: str, now: datetime) -> list[EmailDelivery]:
+    """Deliveries left `sending` by a sender that died (the caller holds the period): the server
+    may have them, so they become `unknown` for a person to decide; never resent by themselves."""
+    stale = list(
+        session.execute(
+            select(EmailDelivery).where(
+                col(EmailDelivery.period) == period, col(EmailDelivery.status) == SENDING
+            )
+        )
+        .scalars()
+        .all()
+    )
+    for row in stale:
+        row.status = UNKNOWN
+        row.error = (
+            "the sender stopped between handing the message over and the server's reply; "
+            "check the mail server's log for the Message-ID before resending"
+        )
+        row.last_attempt_at = row.last_attempt_at or now
+    session.flush()
+    return stale
+
+
+@dataclass(frozen=True)
+class Batch:
+    """The pending deliveries of one invoice and kind: they travel as one message."""
+
+    invoice_id: int
+    kind: str
+    delivery_ids: tuple[int, ...]
+    recipients: tuple[str, ...]
+    resend_id: int | None
+
+
+def pending_batches(
+    session: Session, period: str, delivery_ids: Sequence[int] | None = None
+) -> list[Batch]:
+    query = select(EmailDelivery).where(
+        col(EmailDelivery.period) == period, col(EmailDelivery.status) == PENDING
+    )
+    if delivery_ids is not None:
+        query = query.where(col(EmailDelivery.id).in_(delivery_ids))
+    grouped: dict[tuple[int, str, int | None], list[EmailDelivery]] = defaultdict(list)
+    for row in session.execute(query.order_by(col(EmailDelivery.id))).scalars():
+        # A resend is its own message; statement rows of one invoice share one.
+        key = (row.invoice_id, row.kind, row.id if row.kind == RESEND else None)
+        grouped[key].append(row)
+    return [
+        Batch(
+            invoice_id,
+            kind,
+            tuple(row.id or 0 for row in rows),
+            tuple(row.recipient for row in rows),
+            resend_id,
+        )
+        for (invoice_id, kind, resend_id), rows in grouped.items()
+    ]
+
+
+def claim(session: Session, batch: Batch, message_id: str, now: datetime) -> None:
+    """Mark a batch `sending`, committed before the server is contacted."""
+    session.execute(
+        update(EmailDelivery)
+        .where(col(EmailDelivery.id).in_(batch.delivery_ids))
+        .values(
+            status=SENDING,
+            attempts=EmailDelivery.attempts + 1,
+            last_attempt_at=now,
+            message_id=message_id,
+        )
+    )
+
+
+def settle(
+    session: Session,
+    batch: Batch,
+    status: str,
+    reply: str,
+    detail: str,
+    refused: dict[str, str],
+    now: datetime,
+    max_attempts: int,
+) -> None:
+    """Record a delivery result on the batch's rows (refused recipients fail one by one)."""
+    rows = (
+        session.execute(select(EmailDelivery).where(col(EmailDelivery.id).in_(batch.delivery_ids)))
+        .scalars()
+        .all()
+    )
+    for row in rows:
+        row.server_reply = reply or None
+        if status == SENT and row.recipient in refused:
+            row.status, row.error = FAILED, f"recipient refused: {refused[row.recipient]}"
+        elif status == SENT:
+            row.status, row.sent_at, row.error = SENT, now, None
+        elif status == "retry" and row.attempts < max_attempts:
+            row.status, row.error = PENDING, f"will retry: {detail or reply}"
+        elif status == "retry":
+            row.status, row.error = FAILED, f"gave up after {row.attempts} attempts: {detail}"
+        else:
+            row.status, row.error = status, detail or reply
+    session.flush()
+    if status == SENT and batch.kind == STATEMENT:
+        _mark_sent_when_delivered(session, batch.invoice_id, now)
+
+
+def _mark_sent_when_delivered(session: Session, invoice_id: int, now: datetime) -> None:
+    """An invoice is `sent` once every statement delivery of it went out."""
+    open_rows = session.execute(
+        select(func.count()).where(
+            col(EmailDelivery.invoice_id) == invoice_id,
+            col(EmailDelivery.kind) == STATEMENT,
+            col(EmailDelivery.status) != SENT,
+        )
+    ).scalar_one()
+    if open_rows == 0:
+        session.execute(
+            update(Invoice)
+            .where(col(Invoice.id) == invoice_id, col(Invoice.status) == "finalized")
+            .values(status="sent", sent_at=now)
+        )
+
+
+def deliveries(session: Session, period: str) -> list[tuple[EmailDelivery, str | None]]:
+    """Every delivery of a period with its invoice number, by org and recipient."""
+    return [
+        (row, number)
+        for row, number in session.execute(
+            select(EmailDelivery, col(Invoice.number))
+            .join(Invoice, col(Invoice.id) == col(EmailDelivery.invoice_id))
+            .where(col(EmailDelivery.period) == period)
+            .order_by(
+                col(EmailDelivery.org_id), col(EmailDelivery.recipient), col(EmailDelivery.id)
+            )
+        )
+    ]
