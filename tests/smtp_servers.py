@@ -155,5 +155,3 @@ def raw_server(request: pytest.FixtureRequest) -> Iterator[RawSmtpServer]:
         yield server
     finally:
         server.close()
-
-
