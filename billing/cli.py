@@ -19,6 +19,7 @@ from billing.console import err, load_settings, out, progress
 from billing.errors import BillingError, ConfigError
 from billing.ledger_cli import email_app, invoices_app, runs_app, void_command
 from billing.money import minor_to_decimal, round_quantity
+from billing.orchestration import RunProgress
 from billing.periods import BillingPeriod
 from billing.publishing import CloseResult, render_statements
 from billing.rating import describe_pricing
@@ -92,12 +93,32 @@ def _dispatch_close(
 ) -> CloseResult | None:
     options = options or CloseOptions()
     if settings.broker_url:
+        from rich.progress import Progress
+
         from workers.dispatch import close_on_workers
 
-        message = close_on_workers(
-            settings, period, trigger, org_ids, draft=options.draft, reissue=options.reissue
-        )
-        out.print(message)
+        with Progress(console=err, transient=True) as bar:
+            task = bar.add_task(f"closing {period} on the workers", total=None)
+
+            def show(progress: RunProgress) -> None:
+                units = sum(progress.total.values())
+                bar.update(
+                    task,
+                    total=units or None,
+                    completed=sum(progress.done.values()),
+                    description=progress.describe(),
+                )
+
+            finished = close_on_workers(
+                settings,
+                period,
+                trigger,
+                org_ids,
+                draft=options.draft,
+                reissue=options.reissue,
+                on_progress=show,
+            )
+        out.print(f"closed {period} on the workers: {finished.describe()}")
         return None
     return close_period(
         settings,

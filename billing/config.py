@@ -74,6 +74,21 @@ class Settings(BaseSettings):
         (5.0, 20.0), validation_alias=_env("BILLING_SMTP_RETRY_SECONDS")
     )
     broker_url: str | None = Field(None, validation_alias=_env("BILLING_BROKER_URL"))
+    celery_visibility_timeout_seconds: int = Field(
+        4 * 3600, ge=60, validation_alias=_env("BILLING_CELERY_VISIBILITY_TIMEOUT_SECONDS")
+    )
+    celery_task_time_limit_seconds: int = Field(
+        3600, ge=30, validation_alias=_env("BILLING_CELERY_TASK_TIME_LIMIT_SECONDS")
+    )
+    celery_max_deliveries: int = Field(
+        5, ge=1, validation_alias=_env("BILLING_CELERY_MAX_DELIVERIES")
+    )
+    rate_batch_orgs: int = Field(200, ge=1, validation_alias=_env("BILLING_RATE_BATCH_ORGS"))
+    close_day: int = Field(2, ge=1, le=28, validation_alias=_env("BILLING_CLOSE_DAY"))
+    close_hour: int = Field(6, ge=0, le=23, validation_alias=_env("BILLING_CLOSE_HOUR"))
+    close_expires_hours: int = Field(12, ge=1, validation_alias=_env("BILLING_CLOSE_EXPIRES_HOURS"))
+    sweep_minutes: int = Field(5, ge=1, validation_alias=_env("BILLING_SWEEP_MINUTES"))
+    stall_minutes: int = Field(15, ge=1, validation_alias=_env("BILLING_STALL_MINUTES"))
     locale: str = Field("en_US", validation_alias=_env("BILLING_LOCALE"))
     issuer_name: str = Field("MKA1, Inc.", validation_alias=_env("BILLING_ISSUER_NAME"))
     issuer_address: str = Field(
@@ -162,6 +177,16 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return tuple(part.strip() for part in value.split(",") if part.strip())
         return value
+
+    @model_validator(mode="after")
+    def _task_limit_below_visibility(self) -> Settings:
+        if self.celery_task_time_limit_seconds >= self.celery_visibility_timeout_seconds:
+            raise ConfigError(
+                "setting BILLING_CELERY_TASK_TIME_LIMIT_SECONDS must be below "
+                "BILLING_CELERY_VISIBILITY_TIMEOUT_SECONDS, or Redis hands a running task to "
+                "a second worker"
+            )
+        return self
 
     @model_validator(mode="after")
     def _smtp_backend_has_a_server(self) -> Settings:

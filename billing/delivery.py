@@ -133,7 +133,9 @@ class OutboxSender:
         with write_transaction(self._engine) as session:
             self.report.cut_off = [
                 f"{row.org_id} to {row.recipient}"
-                for row in give_up_on_interrupted(session, str(self._period), self._now())
+                for row in give_up_on_interrupted(
+                    session, str(self._period), self._now(), self._delivery_ids
+                )
             ]
             for batch in pending_batches(session, str(self._period), self._delivery_ids):
                 self._batches.setdefault(batch.invoice_id, []).append(batch)
@@ -157,7 +159,12 @@ class OutboxSender:
                 self._courier = self._stack.enter_context(courier(self._settings, self._folder))
             message = statement_message(self._settings, self._environment, documents, batch)
             with write_transaction(self._engine) as session:
-                claim(session, batch, str(message["Message-ID"]), self._now())
+                claimed = claim(session, batch, str(message["Message-ID"]), self._now())
+            if not claimed.delivery_ids:
+                continue  # another sender has them
+            if claimed != batch:
+                batch = claimed
+                message = statement_message(self._settings, self._environment, documents, batch)
             result = self._courier.deliver(message, statement.org_id)
             with write_transaction(self._engine) as session:
                 settle(

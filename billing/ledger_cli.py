@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from datetime import timedelta
 from decimal import Decimal
 from typing import Annotated
 
@@ -12,6 +13,7 @@ from rich.table import Table
 from billing.console import load_settings, out, progress
 from billing.emailing import email_status, resend, send_pending
 from billing.invoices import invoice_detail, list_invoices, list_runs, run_detail, void
+from billing.orchestration import run_progress, sweep
 from billing.periods import BillingPeriod
 from billing.statements import formatting
 
@@ -165,6 +167,15 @@ def runs_show(run_id: Annotated[int, typer.Argument(metavar="RUN")]) -> None:
         ("error", run.error or "-"),
     ):
         out.print(f"{label:>22}: {value}", highlight=False, soft_wrap=True)
+    if run.mode == "distributed":
+        progress_now = run_progress(settings, run_id)
+        out.print(f"{'stage':>22}: {run.stage or '-'}", highlight=False)
+        for stage, units in progress_now.total.items():
+            out.print(
+                f"{stage:>22}: {progress_now.done.get(stage, 0)} of {units} done", highlight=False
+            )
+        if progress_now.problems:
+            out.print(f"{'parked or failed':>22}: {progress_now.problems}", highlight=False)
     for card in detail.rate_cards:
         out.print(
             f"{'rate card':>22}: {card['id']}@{card['version']} sha256 {card['content_hash']}",
@@ -178,6 +189,27 @@ def runs_show(run_id: Annotated[int, typer.Argument(metavar="RUN")]) -> None:
                 f"{item['org_id']:>22}: {item['action']} {item['detail']}".rstrip(),
                 highlight=False,
             )
+
+
+@runs_app.command("sweep")
+def runs_sweep(
+    stalled_after: Annotated[
+        int, typer.Option(min=0, help="Minutes without a sign of life (default: the setting).")
+    ]
+    | None = None,
+) -> None:
+    """Re-enqueue the undone steps of distributed runs that stalled (lost messages, dead
+    workers); beat does this every BILLING_SWEEP_MINUTES."""
+    from workers.tasks import enqueue
+
+    settings = load_settings()
+    minutes = settings.stall_minutes if stalled_after is None else stalled_after
+    found = sweep(settings, stalled_after=timedelta(minutes=minutes))
+    for work in found:
+        enqueue(work)
+        out.print(f"run {work.run_id}: re-enqueued {work.describe()}")
+    if not found:
+        out.print("no stalled runs")
 
 
 def void_command(

@@ -1,9 +1,13 @@
-"""Sending a close to the Celery workers from the command line, and waiting for its answer."""
+"""Sending a close to the Celery workers from the command line, and following it to the end."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+
 from billing.config import Settings
 from billing.errors import BillingError
+from billing.orchestration import RunProgress, run_progress
 from billing.periods import BillingPeriod
 
 
@@ -12,29 +16,48 @@ def close_on_workers(
     period: BillingPeriod,
     trigger: str,
     org_ids: tuple[str, ...] = (),
-    timeout: float = 3600,  # float-ok: seconds
     *,
     draft: bool = False,
     reissue: bool = False,
-) -> str:
-    """Enqueue the close of a period on the broker and wait for the worker's result."""
+    timeout: float = 3600,  # float-ok: seconds
+    on_progress: Callable[[RunProgress], None] = lambda _progress: None,
+) -> RunProgress:
+    """Enqueue the close of a period, then follow its run in the database until it ends.
+
+    Completion is read from the database (not from a result message), so the CLI sees the
+    same truth as `billing runs show`.
+    """
     from celery.exceptions import TimeoutError as CeleryTimeout
 
     from workers.tasks import close_period
 
-    async_result = close_period.apply_async(
+    sent = close_period.apply_async(
         args=[str(period), trigger, list(org_ids)], kwargs={"draft": draft, "reissue": reissue}
     )
     try:
-        outcome = async_result.get(timeout=timeout, propagate=False)
+        answer = sent.get(timeout=min(timeout, 120), propagate=False)
     except CeleryTimeout:
         raise BillingError(
-            f"close of {period} was queued as task {async_result.id} but no worker answered "
-            f"in {timeout:.0f}s; "
-            "is a worker running (celery -A workers.celery_app worker)?"
+            f"close of {period} was queued as task {sent.id} but no worker took it in 120 s; "
+            "is a worker running (celery -A workers.celery_app worker -Q billing.fetch)?"
         ) from None
-    if async_result.failed():
-        raise BillingError(f"close of {period} failed on the worker: {outcome}")
-    if isinstance(outcome, dict) and "skipped" in outcome:
-        raise BillingError(f"close of {period} did not run on the worker: {outcome['skipped']}")
-    return f"closed {period} on the workers: {outcome}"
+    if sent.failed() or not isinstance(answer, dict):
+        raise BillingError(f"close of {period} failed on the worker: {answer}")
+    if "skipped" in answer:
+        raise BillingError(f"close of {period} did not start: {answer['skipped']}")
+    run_id = int(answer["run_id"])
+    deadline = time.monotonic() + timeout
+    while True:
+        progress = run_progress(settings, run_id)
+        on_progress(progress)
+        if progress.status != "running":
+            break
+        if time.monotonic() > deadline:
+            raise BillingError(
+                f"run {run_id} of {period} is still {progress.stage} after {timeout:.0f} s; "
+                f"it goes on without this command: billing runs show {run_id}"
+            )
+        time.sleep(1)
+    if progress.status != "succeeded":
+        raise BillingError(f"run {run_id} of {period} {progress.status}: {progress.error}")
+    return progress

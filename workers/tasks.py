@@ -1,30 +1,88 @@
-"""Thin Celery tasks: parse ids and periods, call one service function, return plain data."""
+"""Thin Celery tasks: ids and a period string in, one service step, the next steps enqueued.
+
+Transient failures (the upstream or the database unreachable for a moment) are retried with
+backoff; a step that fails for good fails its run with the reason; every delivery of a step is
+counted in the database and a step delivered too often is parked.
+"""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
+from celery import Task
+from sqlalchemy.exc import IntegrityError, OperationalError
+
+from billing import orchestration
 from billing.config import get_settings
 from billing.db.locks import PeriodBusy
+from billing.errors import BillingError, UpstreamUnavailable
+from billing.orchestration import Work
 from billing.periods import BillingPeriod
-from billing.services import close_period as close_period_service
 from billing.stages import CloseOptions
 from workers.celery_app import app
 
+# IntegrityError: a duplicate of a step ran at the same moment; on the retry the step finds
+# its unit done and skips it.
+TRANSIENT = (UpstreamUnavailable, OperationalError, IntegrityError, ConnectionError)
+STEP: dict[str, Any] = {
+    "bind": True,
+    "autoretry_for": TRANSIENT,
+    "retry_backoff": True,
+    "retry_backoff_max": 300,
+    "retry_jitter": True,
+    "max_retries": 5,
+}
 
-@app.task(name="workers.tasks.close_period")
+
+def enqueue(work: Work) -> None:
+    """Send the steps a service step asked for."""
+    if work.fetch:
+        fetch_usage.delay(work.run_id)
+    for unit in work.rate:
+        rate_batch.delay(work.run_id, unit)
+    for invoice_id in work.render:
+        render_invoice.delay(work.run_id, invoice_id)
+    for invoice_id in work.email:
+        email_invoice.delay(work.run_id, invoice_id)
+    if work.report:
+        report.delay(work.run_id)
+
+
+def _cap() -> int:
+    return get_settings().celery_max_deliveries
+
+
+def _step(stage: str, unit: str, run_id: int, call: Any) -> dict[str, object]:
+    """Run one step; a failure that is not transient fails the run with its reason."""
+    try:
+        work = call()
+    except TRANSIENT:
+        raise
+    except BillingError as error:
+        if error.retryable:
+            raise
+        orchestration.fail_unit(get_settings(), run_id, stage, unit, str(error))
+        return {"run_id": run_id, "failed": str(error)}
+    except Exception as error:
+        orchestration.fail_unit(get_settings(), run_id, stage, unit, repr(error)[:500])
+        raise
+    enqueue(work)
+    return {"run_id": run_id, "stage": stage, "unit": unit}
+
+
+@app.task(name="workers.tasks.close_period", ignore_result=False, **STEP)
 def close_period(
+    self: Task,
     period: str,
     trigger: str = "celery",
     org_ids: list[str] | None = None,
     draft: bool = False,
     reissue: bool = False,
 ) -> dict[str, object]:
-    """Close one period (or some orgs of it) and report the run, invoices and folder.
-
-    A close of the same period already running elsewhere makes this one a clean no-op."""
+    """Begin a distributed close; a close of the period already under way makes it a no-op."""
     try:
-        result = close_period_service(
+        run_id = orchestration.begin_close(
             get_settings(),
             BillingPeriod.parse(period),
             trigger=trigger,
@@ -33,18 +91,67 @@ def close_period(
         )
     except PeriodBusy as busy:
         return {"period": period, "skipped": str(busy)}
-    return {
-        "run_id": result.run_id,
-        "period": str(result.period),
-        "invoices": len(result.statements),
-        "drafts": result.drafts,
-        "folder": str(result.folder),
-    }
+    fetch_usage.delay(run_id)
+    return {"run_id": run_id, "period": period}
 
 
 @app.task(name="workers.tasks.close_previous_month")
 def close_previous_month() -> dict[str, object]:
     """The monthly beat entry: close the month before the current UTC one."""
     period = BillingPeriod.previous_to(datetime.now(UTC))
-    result: dict[str, object] = close_period(str(period), trigger="celery-beat")
-    return result
+    sent = close_period.delay(str(period), trigger="celery-beat")
+    return {"period": str(period), "task": sent.id}
+
+
+@app.task(name="workers.tasks.fetch_usage", **STEP)
+def fetch_usage(self: Task, run_id: int) -> dict[str, object]:
+    return _step(
+        "fetch", "all", run_id, lambda: orchestration.fetch(get_settings(), run_id, cap=_cap())
+    )
+
+
+@app.task(name="workers.tasks.rate_batch", **STEP)
+def rate_batch(self: Task, run_id: int, unit: str) -> dict[str, object]:
+    return _step(
+        "rate",
+        unit,
+        run_id,
+        lambda: orchestration.rate_batch(get_settings(), run_id, unit, cap=_cap()),
+    )
+
+
+@app.task(name="workers.tasks.render_invoice", **STEP)
+def render_invoice(self: Task, run_id: int, invoice_id: int) -> dict[str, object]:
+    return _step(
+        "render",
+        str(invoice_id),
+        run_id,
+        lambda: orchestration.render_invoice(get_settings(), run_id, invoice_id, cap=_cap()),
+    )
+
+
+@app.task(name="workers.tasks.email_invoice", **STEP)
+def email_invoice(self: Task, run_id: int, invoice_id: int) -> dict[str, object]:
+    return _step(
+        "email",
+        str(invoice_id),
+        run_id,
+        lambda: orchestration.email_invoice(get_settings(), run_id, invoice_id, cap=_cap()),
+    )
+
+
+@app.task(name="workers.tasks.report", **STEP)
+def report(self: Task, run_id: int) -> dict[str, object]:
+    return _step(
+        "report", "all", run_id, lambda: orchestration.report(get_settings(), run_id, cap=_cap())
+    )
+
+
+@app.task(name="workers.tasks.sweep")
+def sweep() -> dict[str, object]:
+    """Re-enqueue the undone steps of runs with no sign of life (lost messages, dead workers)."""
+    settings = get_settings()
+    found = orchestration.sweep(settings, stalled_after=timedelta(minutes=settings.stall_minutes))
+    for work in found:
+        enqueue(work)
+    return {"runs": [work.run_id for work in found]}

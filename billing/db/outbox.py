@@ -61,18 +61,18 @@ def queue_resend(
     return row.id
 
 
-def give_up_on_interrupted(session: Session, period: str, now: datetime) -> list[EmailDelivery]:
-    """Deliveries left `sending` by a sender that died (the caller holds the period): the server
-    may have them, so they become `unknown` for a person to decide; never resent by themselves."""
-    stale = list(
-        session.execute(
-            select(EmailDelivery).where(
-                col(EmailDelivery.period) == period, col(EmailDelivery.status) == SENDING
-            )
-        )
-        .scalars()
-        .all()
+def give_up_on_interrupted(
+    session: Session, period: str, now: datetime, delivery_ids: Sequence[int] | None = None
+) -> list[EmailDelivery]:
+    """Deliveries left `sending` by a sender that died (the caller holds the period, or only
+    these `delivery_ids`): the server may have them, so they become `unknown` for a person to
+    decide; never resent by themselves."""
+    query = select(EmailDelivery).where(
+        col(EmailDelivery.period) == period, col(EmailDelivery.status) == SENDING
     )
+    if delivery_ids is not None:
+        query = query.where(col(EmailDelivery.id).in_(delivery_ids))
+    stale = list(session.execute(query).scalars().all())
     for row in stale:
         row.status = UNKNOWN
         row.error = (
@@ -120,17 +120,39 @@ def pending_batches(
     ]
 
 
-def claim(session: Session, batch: Batch, message_id: str, now: datetime) -> None:
-    """Mark a batch `sending`, committed before the server is contacted."""
-    session.execute(
-        update(EmailDelivery)
-        .where(col(EmailDelivery.id).in_(batch.delivery_ids))
-        .values(
-            status=SENDING,
-            attempts=EmailDelivery.attempts + 1,
-            last_attempt_at=now,
-            message_id=message_id,
+def claim(session: Session, batch: Batch, message_id: str, now: datetime) -> Batch:
+    """Mark a batch's still-pending rows `sending` (committed before the server is contacted)
+    and return the batch of those alone: a row another sender claimed first is not sent twice.
+    """
+    claimed = set(
+        session.execute(
+            update(EmailDelivery)
+            .where(
+                col(EmailDelivery.id).in_(batch.delivery_ids),
+                col(EmailDelivery.status) == PENDING,
+            )
+            .values(
+                status=SENDING,
+                attempts=EmailDelivery.attempts + 1,
+                last_attempt_at=now,
+                message_id=message_id,
+            )
+            .returning(col(EmailDelivery.id))
         )
+        .scalars()
+        .all()
+    )
+    kept = [
+        (delivery_id, recipient)
+        for delivery_id, recipient in zip(batch.delivery_ids, batch.recipients, strict=True)
+        if delivery_id in claimed
+    ]
+    return Batch(
+        batch.invoice_id,
+        batch.kind,
+        tuple(delivery_id for delivery_id, _ in kept),
+        tuple(recipient for _, recipient in kept),
+        batch.resend_id,
     )
 
 

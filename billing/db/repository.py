@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from dataclasses import dataclass, field, fields
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
 from sqlalchemy import select, text, update
@@ -39,6 +39,8 @@ def start_run(
     rerated_from_run_id: int | None = None,
     operation: str = "close",
     started_by: str = "",
+    mode: str = "local",
+    stage: str | None = None,
 ) -> int:
     """Record that a run has begun; committed at once so a failure is still on record."""
     run = BillingRun(
@@ -47,6 +49,9 @@ def start_run(
         trigger=trigger,
         operation=operation,
         started_by=started_by,
+        mode=mode,
+        stage=stage,
+        heartbeat_at=now if mode == "distributed" else None,
         started_at=now,
         upstream_url=upstream_url,
         request_params=request_params,
@@ -80,6 +85,9 @@ class RunOutcome:
         return sum(1 for outcome in self.org_outcomes if outcome["action"] == "corrected")
 
 
+DISTRIBUTED_RUN_ABANDONED = timedelta(hours=6)
+
+
 def running_runs(session: Session, period: str) -> list[BillingRun]:
     return list(
         session.execute(
@@ -105,9 +113,19 @@ def describe_running_run(session: Session, period: str) -> str:
 
 
 def interrupt_running_runs(session: Session, period: str, now: datetime) -> list[int]:
-    """Mark the period's `running` runs as interrupted: called by the lock holder, so their
-    processes are gone. Returns their ids."""
-    ids = [run.id for run in running_runs(session, period) if run.id is not None]
+    """Mark the period's dead `running` runs as interrupted: called by the lock holder, so the
+    processes of local runs are gone. A distributed run lives on its workers: it counts as dead
+    only after DISTRIBUTED_RUN_ABANDONED without a sign of life. Returns their ids."""
+    ids = [
+        run.id
+        for run in running_runs(session, period)
+        if run.id is not None
+        and (
+            run.mode != "distributed"
+            or run.heartbeat_at is None
+            or run.heartbeat_at < now - DISTRIBUTED_RUN_ABANDONED
+        )
+    ]
     if ids:
         session.execute(
             update(BillingRun)
@@ -151,13 +169,15 @@ _DAILY_FROM_SNAPSHOT = text(
     SELECT i.id, (s.bucket_start / 86400) * 86400, SUM(s.duration_ms)
     FROM usage_snapshot s JOIN invoice i ON i.org_id = s.org_id
     WHERE s.run_id = :snapshot_run_id AND i.run_id = :run_id
+      AND i.status = 'draft' AND i.id NOT IN (SELECT invoice_id FROM invoice_daily_usage)
     GROUP BY i.id, (s.bucket_start / 86400) * 86400
     """
 )
 
 
 def store_daily_usage(session: Session, run_id: int, snapshot_run_id: int) -> None:
-    """Session time per UTC day of each invoice a run stored, summed in SQL from the snapshot."""
+    """Session time per UTC day of each draft a run stored (and not given its days yet),
+    summed in SQL from the snapshot."""
     session.execute(_DAILY_FROM_SNAPSHOT, {"run_id": run_id, "snapshot_run_id": snapshot_run_id})
 
 

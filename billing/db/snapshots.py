@@ -27,8 +27,11 @@ def store_snapshot_page(
     session.execute(insert(UsageSnapshotRow), rows)
 
 
-def iter_snapshot(session: Session, run_id: int, batch: int = 5_000) -> Iterator[UsageRecord]:
-    """A run's snapshot as usage records, in fetch order, streamed in batches."""
+def iter_snapshot(
+    session: Session, run_id: int, batch: int = 5_000, org_ids: Sequence[str] | None = None
+) -> Iterator[UsageRecord]:
+    """A run's snapshot (or some orgs' part of it) as usage records, in fetch order, streamed
+    in batches."""
     columns = UsageSnapshotRow.__table__.c  # type: ignore[attr-defined]
     query = (
         select(*(columns[name] for name in _RECORD_FIELDS))
@@ -36,6 +39,8 @@ def iter_snapshot(session: Session, run_id: int, batch: int = 5_000) -> Iterator
         .order_by(columns.id)
         .execution_options(yield_per=batch)
     )
+    if org_ids is not None:
+        query = query.where(columns.org_id.in_(org_ids))
     for row in session.execute(query):
         yield UsageRecord(*row)
 

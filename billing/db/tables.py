@@ -15,10 +15,25 @@ def _exact() -> Column[Decimal]:
     return Column(ExactDecimal(), nullable=False)
 
 
+RUNNING_RUN = text("status = 'running'")
+
+
 class BillingRun(SQLModel, table=True):
-    """One attempt to close a period: who started it, what it fetched, how it ended."""
+    """One attempt to close a period: who started it, what it fetched, how it ended.
+
+    At most one run of a period is `running` at a time (a partial unique index).
+    """
 
     __tablename__ = "billing_run"
+    __table_args__ = (
+        Index(
+            "uq_billing_run_period_running",
+            "period",
+            unique=True,
+            postgresql_where=RUNNING_RUN,
+            sqlite_where=RUNNING_RUN,
+        ),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     period: str = Field(max_length=7, index=True)
@@ -49,6 +64,10 @@ class BillingRun(SQLModel, table=True):
     finalized_count: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
     corrections_count: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
     org_outcomes: str | None = Field(default=None, sa_column=Column(Text))
+    mode: str = Field(default="local", max_length=16, sa_column_kwargs={"server_default": "local"})
+    stage: str | None = Field(default=None, max_length=16)
+    heartbeat_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime()))
+    batches_total: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
 
 
 def _count() -> Column[int]:
@@ -278,6 +297,27 @@ class EmailDelivery(SQLModel, table=True):
     created_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
     last_attempt_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime()))
     sent_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime()))
+
+
+class RunTask(SQLModel, table=True):
+    """One unit of a distributed run (a rate batch, a render, an email): its state and how
+    often it was delivered; completion and the sweep are decided from these rows."""
+
+    __tablename__ = "run_task"
+    __table_args__ = (UniqueConstraint("run_id", "stage", "unit", name="uq_run_task_unit"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: int = Field(
+        sa_column=Column(Integer, ForeignKey("billing_run.id", ondelete="CASCADE"), nullable=False)
+    )
+    stage: str = Field(max_length=16)
+    unit: str = Field(max_length=64)
+    status: str = Field(max_length=16)
+    attempts: int = 0
+    payload: str = Field(default="null", sa_column=Column(Text, nullable=False))
+    result: str | None = Field(default=None, sa_column=Column(Text))
+    error: str | None = Field(default=None, sa_column=Column(Text))
+    updated_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
 
 
 metadata = SQLModel.metadata
