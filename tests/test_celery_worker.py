@@ -226,7 +226,13 @@ def _done(database_url: str, stage: str) -> int:
     return int(str(found[0][0]))
 
 
-def test_a_worker_killed_mid_render_is_replaced_and_the_run_completes_exactly_once(
+# Which worker serves each step here: killing it kills the step in flight.
+KILLED_WORKER = {"rate": "fetch-email", "render": "render", "email": "fetch-email"}
+
+
+@pytest.mark.parametrize("stage", ["rate", "render", "email"])
+def test_a_worker_killed_mid_step_is_replaced_and_the_run_completes_exactly_once(
+    stage: str,
     clean_redis: str,
     pg_server_url: Callable[[], str],
     smtp_server: RunningServer,
@@ -236,22 +242,26 @@ def test_a_worker_killed_mid_render_is_replaced_and_the_run_completes_exactly_on
     worker_db, local_db = pg_server_url(), pg_server_url()
     with running_emulator(orgs=16, seed=6, page_size=200) as upstream:
         env = environment(clean_redis, worker_db, upstream, smtp_server.port, tmp_path / "w")
+        env["BILLING_RATE_BATCH_ORGS"] = "2"
         group = workers(env)
         group.start("fetch-email", "billing.fetch,billing.email", 1)
         group.start("render", "billing.render", 1)
         close = start_billing("close", "--period", str(PERIOD), env=env, cwd=tmp_path)
         _run_id(worker_db, time.monotonic() + 60)
-        _wait_for(lambda: _done(worker_db, "render") >= 2, "two renders")
-        group.kill("render")
-        rendered_before_restart = _done(worker_db, "render")
-        group.start("render", "billing.render", 1)
+        _wait_for(lambda: _done(worker_db, stage) >= 1, f"the first {stage} step")
+        killed = KILLED_WORKER[stage]
+        group.kill(killed)
+        done_before_restart = _done(worker_db, stage)
+        group.start(
+            killed, "billing.render" if killed == "render" else "billing.fetch,billing.email", 1
+        )
         swept = run_billing("runs", "sweep", "--stalled-after", "0", env=env, cwd=tmp_path)
         assert swept.returncode == 0, swept.stderr
         _out, errors = close.communicate(timeout=300)
         logs = group.stop_all()
         assert close.returncode == 0, f"{errors}\n{logs}"
         expected = in_process_totals(upstream, local_db, tmp_path / "local")
-    assert rendered_before_restart < len(expected)
+    assert done_before_restart < (8 if stage == "rate" else len(expected))
     totals = assert_period_agrees(worker_db, tmp_path / "w" / "2026-10", "2026-10")
     assert totals == expected
     assert_no_duplicates(worker_db, len(expected))
