@@ -115,12 +115,15 @@ def store_period(
         )
 
     drafted = {invoice.org.org_id for invoice, _ in to_draft}
-    for org_id in sorted(pending_correction_orgs(session, period, org_scope) - drafted):
+    waiting = pending_correction_orgs(session, period, org_scope)
+    for org_id in sorted(waiting - drafted):
         if org_id not in issued:
             to_draft.append((empty_invoice(org_id), None))
             outcomes.append(OrgOutcome(org_id, "drafted", "corrections only"))
-    for invoice_id in insert_drafts(session, run_id, period, to_draft, now, due_at):
-        attach_corrections(session, invoice_id)
+    inserted = insert_drafts(session, run_id, period, to_draft, now, due_at)
+    for invoice_id, (invoice, _replaces) in zip(inserted, to_draft, strict=True):
+        if invoice.org.org_id in waiting:
+            attach_corrections(session, invoice_id)
     return outcomes
 
 
@@ -434,9 +437,19 @@ def finalize_drafts(
         .scalars()
         .all()
     )
-    for draft in drafts:
+    waiting = pending_correction_orgs(session, period, org_scope)
+    carrying = set(
+        session.execute(
+            select(col(InvoiceCharge.invoice_id)).where(
+                col(InvoiceCharge.invoice_id).in_([draft.id for draft in drafts]),
+                col(InvoiceCharge.charge_class) == CORRECTION,
+            )
+        ).scalars()
+    )
+    for draft in drafts:  # corrections may have come or gone since the draft was stored
         assert draft.id is not None
-        attach_corrections(session, draft.id)
+        if draft.org_id in waiting or draft.id in carrying:
+            attach_corrections(session, draft.id)
     numbers = next_numbers(session, now.year, len(drafts))
     for draft, number in zip(drafts, numbers, strict=True):
         draft.number = number
