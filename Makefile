@@ -7,7 +7,7 @@ VENV := .venv
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: demo test install system-deps test-system-deps services lint format check bench bench-rating bench-memory clean
+.PHONY: demo test install system-deps test-system-deps services lint format check bench bench-rating bench-memory bench-close bench-scale clean
 
 demo: install  ## install, then close last month against the built-in emulator (SQLite, files)
 	$(VENV)/bin/billing demo
@@ -38,13 +38,21 @@ check:  ## ruff, formatting, mypy and the import-layer contracts
 	$(VENV)/bin/mypy billing workers
 	$(VENV)/bin/lint-imports
 
-bench: bench-rating bench-memory  ## every benchmark; figures go to bench/results/
+bench: bench-rating bench-memory bench-close  ## the benchmarks (not bench-scale); figures in bench/results/ and docs/PERFORMANCE.md
 
 bench-rating: install  ## rating of 1,000,000 usage rows on one core
 	$(VENV)/bin/python -m bench.rating
 
 bench-memory: install  ## peak memory of a close over 10 pages against 100 pages
 	$(VENV)/bin/python -m bench.fetch_memory
+
+bench-close: install services  ## the close of BENCH_ORGS orgs (1,000) on PostgreSQL, stage by stage, beside each stage's floor
+	$(VENV)/bin/python -m bench.close $(if $(BENCH_ORGS),--orgs $(BENCH_ORGS))
+	$(VENV)/bin/python -m bench.report $(if $(BENCH_ORGS),--orgs $(BENCH_ORGS))
+
+bench-scale: install services  ## time and peak RSS of the close at BENCH_SIZES orgs (100,1000,5000), each in its own process
+	$(VENV)/bin/python -m bench.scaling $(if $(BENCH_SIZES),--sizes $(BENCH_SIZES))
+	$(VENV)/bin/python -m bench.report
 
 format:
 	$(VENV)/bin/ruff format .

@@ -13,20 +13,14 @@ import argparse
 import json
 import math
 import os
-import socket
 import subprocess
-import sys
 import tempfile
 import time
-from pathlib import Path
 
-import httpx
-
+from bench.support import BIN, RESULTS, start_emulator
 from billing.periods import BillingPeriod
 from billing.usage.emulator import SyntheticUsage
 
-BIN = Path(sys.executable).parent
-RESULTS = Path(__file__).resolve().parent / "results"
 PERIOD = BillingPeriod.parse("2026-10")
 GROUP_BY = ("org_id", "api_key_id", "user_id", "session_kind")
 
@@ -36,28 +30,6 @@ def count_results(orgs: int, seed: int, width: str) -> int:
         PERIOD.start_unix, PERIOD.end_unix, width, GROUP_BY, None
     )
     return sum(len(bucket["results"]) for bucket in buckets)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def start_emulator(orgs: int, seed: int, page_size: int) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    command = [str(BIN / "billing"), "emulator", "--port", str(port), "--orgs", str(orgs)]
-    command += ["--seed", str(seed), "--page-size", str(page_size)]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(200):
-        try:
-            httpx.get(url, timeout=1)
-            return process, url
-        except httpx.TransportError:
-            time.sleep(0.05)
-    process.kill()
-    raise RuntimeError("the emulator did not start")
 
 
 def measure_close(orgs: int, seed: int, width: str, pages: int) -> dict[str, object]:

@@ -114,8 +114,9 @@ def asset_fetcher(asset_roots: list[Path]) -> Any:
     return AssetsOnlyFetcher(allowed_protocols=("file",), allow_redirects=False)
 
 
-@lru_cache(maxsize=4)
+@lru_cache(maxsize=1)
 def _font_configuration() -> Any:
+    """The process's one FontConfiguration: fontconfig is loaded once, not per document."""
     from weasyprint.text.fonts import FontConfiguration
 
     return FontConfiguration()
@@ -124,7 +125,8 @@ def _font_configuration() -> Any:
 class StatementRenderer:
     """Renders statements to PDF bytes; build one per process and reuse it.
 
-    The stylesheet is compiled once here and handed to every render.
+    The stylesheet is compiled and the template loaded once here; images (the logo) are decoded
+    once per renderer. `billing.statements.parallel` runs one renderer per worker process.
     """
 
     def __init__(
@@ -149,6 +151,8 @@ class StatementRenderer:
         self._base_url = (override_dir or SHIPPED_TEMPLATES).resolve().as_uri() + "/"
         self._fetcher = asset_fetcher(roots)
         self._logo_url = find_asset(LOGO, roots).as_uri()
+        self._template = self._environment.get_template("statement.html")
+        self._image_cache: dict[str, Any] = {}
         font_config = _font_configuration()
         stylesheet = find_asset(STYLESHEET, roots)
         self._stylesheets = [
@@ -194,8 +198,7 @@ class StatementRenderer:
         first_day = statement.period_start.date()
         end_exclusive = statement.period_end.date()
         chart = daily_hours_svg(statement.daily_usage, first_day, end_exclusive, self._locale)
-        template = self._environment.get_template("statement.html")
-        return template.render(
+        return self._template.render(
             s=statement,
             lines=lines,
             charges_by_key=charges_by_key,
@@ -226,11 +229,49 @@ class StatementRenderer:
                 string=self.html(statement), base_url=self._base_url, url_fetcher=self._fetcher
             )
             pdf: bytes = document.write_pdf(
-                stylesheets=self._stylesheets, font_config=_font_configuration()
+                stylesheets=self._stylesheets,
+                font_config=_font_configuration(),
+                cache=self._image_cache,
             )
         except OSError as error:
             raise OutputError(f"org {statement.org_id}: PDF rendering failed: {error}") from None
         return pdf
+
+
+def shared_renderer(settings: Settings) -> StatementRenderer:
+    """This process's renderer for these settings, built on first use and then reused.
+
+    For code that renders one statement per call (a task per invoice): a renderer built per
+    call compiles the stylesheet again and starts with cold caches. Changes to an override
+    folder's stylesheet are picked up by a new process.
+    """
+    return _renderer_for(
+        settings.templates_dir,
+        settings.locale,
+        settings.issuer_name,
+        settings.issuer_address,
+        settings.payment_terms_days,
+        settings.page_size,
+    )
+
+
+@lru_cache(maxsize=4)
+def _renderer_for(
+    override_dir: Path | None,
+    locale: str,
+    issuer_name: str,
+    issuer_address: str,
+    payment_terms_days: int,
+    page_size: str,
+) -> StatementRenderer:
+    return StatementRenderer(
+        override_dir,
+        locale,
+        issuer_name,
+        issuer_address=issuer_address,
+        payment_terms_days=payment_terms_days,
+        page_size=page_size,
+    )
 
 
 def _lines(text: str) -> list[str]:
