@@ -24,10 +24,15 @@ from bench.support import RESULTS
 from billing.statements.parallel import default_render_processes
 
 TIME_TARGET = 5.5
+# "Flat": no more growth than the largest single statement could explain, with room for noise.
+FLAT_MIB = 25
+
+
+FOLDER = RESULTS / "scaling"
 
 
 def run_size(orgs: int, processes: int) -> dict[str, Any]:
-    folder = RESULTS / "scaling"
+    folder = FOLDER
     command = [sys.executable, "-m", "bench.close", "--orgs", str(orgs), "--no-floors"]
     command += ["--processes", str(processes), "--results-dir", str(folder)]
     print(f"close of {orgs:,} orgs ...", file=sys.stderr, flush=True)
@@ -40,6 +45,7 @@ def summarise(figures: dict[str, Any]) -> dict[str, Any]:
     stages = {stage["stage"]: stage for stage in figures["stages"]}
     return {
         "orgs": figures["orgs"],
+        "measured_at": figures["measured_at"],
         "usage_results": figures["usage_results"],
         "line_items": figures["charges"] + figures["lines"],
         "largest_statement_lines": figures["largest_statement_lines"],
@@ -76,14 +82,28 @@ def judge(sizes: list[dict[str, Any]]) -> dict[str, Any]:
         }
     if len(sizes) >= 2:
         first, last = sizes[0], sizes[-1]
-        growth = last["peak_rss_mib"] - first["peak_rss_mib"]
-        verdicts["peak_rss"] = {
-            "from_orgs": first["orgs"],
-            "to_orgs": last["orgs"],
-            "growth_mib": round(growth, 1),
-            "growth_kib_per_org": round(growth * 1024 / (last["orgs"] - first["orgs"]), 1),
-        }
+        for key, peak in (
+            ("peak_rss", lambda size: size["peak_rss_mib"]),
+            ("peak_rss_statements", statements_peak),
+        ):
+            growth = peak(last) - peak(first)
+            verdicts[key] = {
+                "from_orgs": first["orgs"],
+                "to_orgs": last["orgs"],
+                "growth_mib": round(growth, 1),
+                "growth_kib_per_org": round(growth * 1024 / (last["orgs"] - first["orgs"]), 1),
+                "target": f"<= {FLAT_MIB} MiB",
+                "met": growth <= FLAT_MIB,
+            }
     return verdicts
+
+
+def statements_peak(size: dict[str, Any]) -> float:
+    """Peak RSS of the stages that handle usage and statements, without the period report
+    (summary.pdf lists every org in one document)."""
+    return max(
+        peak for name, peak in size["stage_peak_rss_mib"].items() if name != "summary and reports"
+    )
 
 
 def main() -> None:
@@ -92,8 +112,18 @@ def main() -> None:
     )
     parser.add_argument("--sizes", default="100,1000,5000")
     parser.add_argument("--processes", type=int, default=default_render_processes())
+    parser.add_argument(
+        "--summarise-only",
+        action="store_true",
+        help="rebuild scaling.json from the sizes already in bench/results/scaling/",
+    )
     args = parser.parse_args()
-    sizes = [summarise(run_size(int(size), args.processes)) for size in args.sizes.split(",")]
+    orgs = [int(size) for size in args.sizes.split(",")]
+    if args.summarise_only:
+        runs = [json.loads((FOLDER / f"close-{n}.json").read_text("utf-8")) for n in orgs]
+    else:
+        runs = [run_size(n, args.processes) for n in orgs]
+    sizes = [summarise(figures) for figures in runs]
     result = {"processes": args.processes, "sizes": sizes, "verdicts": judge(sizes)}
     print(
         f"{'orgs':>6}{'results':>11}{'line items':>12}{'close':>10}{'per org':>10}{'peak RSS':>11}"
