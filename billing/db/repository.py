@@ -169,7 +169,8 @@ _DAILY_FROM_SNAPSHOT = text(
     SELECT i.id, (s.bucket_start / 86400) * 86400, SUM(s.duration_ms)
     FROM usage_snapshot s JOIN invoice i ON i.org_id = s.org_id
     WHERE s.run_id = :snapshot_run_id AND i.run_id = :run_id
-      AND i.status = 'draft' AND i.id NOT IN (SELECT invoice_id FROM invoice_daily_usage)
+      AND i.status = 'draft'
+      AND NOT EXISTS (SELECT 1 FROM invoice_daily_usage d WHERE d.invoice_id = i.id)
     GROUP BY i.id, (s.bucket_start / 86400) * 86400
     """
 )
