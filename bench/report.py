@@ -20,15 +20,18 @@ DOCUMENT = Path(__file__).resolve().parent.parent / "docs" / "PERFORMANCE.md"
 CAUSES = {
     "store_vs_copy": (
         "see the diagnosis below: the daily-usage INSERT ... SELECT runs with a nested loop "
-        "(no statistics yet for the rows just loaded), the ORM bulk inserts split into "
-        "thousands of small batches, and `attach_corrections` runs for every draft."
+        "(no statistics yet for the rows just loaded), and the ORM bulk inserts split into "
+        "thousands of small batches."
     ),
     "render_2_vs_1_process": (
-        "each PDF costs more CPU when two render at once (compare the CPU times: the two "
-        "processes share the caches and memory bandwidth of this 2-CPU machine), and other "
-        "work on the machine takes its share: compare with what a pure CPU loop gained from a "
-        "second process at the same time (Rendering, above). On an idle machine the same code "
-        "got 1.83-1.92× in a separate microbenchmark of 50 statements (2026-11-25)."
+        "a forked pool worker renders a PDF about 10% slower than the closing process does "
+        "(0.27 s against 0.24 s for a 40-line statement in a separate measurement, with about "
+        "5,000 minor page faults per PDF against 800, most likely fresh memory mapped for "
+        "every PDF), not because two "
+        "workers slow each other down (a worker rendering alone was no faster than two "
+        "together). So two workers give at most about 1.8× one in-process renderer on two "
+        "CPUs, less when other work takes a share: compare with what a pure CPU loop gained "
+        "from a second process at the same time (Rendering, above)."
     ),
     "render_vs_bare_weasyprint": (
         "the project's renderer adds only the Jinja2 template and the chart (a few ms per "
@@ -69,10 +72,10 @@ belong to billing/db/ and billing/usage/, not to the benchmark.
      a new batch each time the set of NULL columns changes (lines without a user): 3,270
      executemany batches for 40,000 rows. `insert(...).execution_options(render_nulls=True)`
      keeps one batch stream.
-   - `attach_corrections` runs for every draft (five statements each) although no correction
-     is waiting; `finalize_drafts` does it again. Calling it only for the orgs that
-     `pending_correction_orgs` returns removes about 5,000 statements per 1,000 orgs.
-   - With those three changes store invoices took 2.45 s instead of 30.5 s (about 6× COPY);
+   - `attach_corrections` ran for every draft (five statements each) although no correction
+     was waiting, in `store_period` and again in `finalize_drafts`; it now runs only for the
+     orgs `pending_correction_orgs` returns.
+   - With the three changes store invoices took 2.45 s instead of 30.5 s (about 6× COPY);
      loading charges and lines with psycopg's `cursor.copy` on PostgreSQL closes the rest.
 2. **Snapshot store** (about 16× COPY): the same ORM bulk insert split (`user_id`,
    `reserved_memory_mib` and `peak_memory_mib` are NULL on some results). For the 219,279
@@ -90,9 +93,9 @@ belong to billing/db/ and billing/usage/, not to the benchmark.
    keep the statements' share of memory flat.
 6. **Rendering**: per PDF the project costs what bare WeasyPrint costs; the time is
    WeasyPrint's layout of the breakdown table (about 3.5 ms per line item on top of about
-   100 ms per page). A renderer built per statement (as a task per invoice does with
-   `StatementRenderer.from_settings`) is slower than one reused: use
-   `billing.statements.pdf.shared_renderer(settings)`.
+   100 ms for a statement without lines). A renderer built per statement (as a task per
+   invoice does with `StatementRenderer.from_settings`) made each PDF about 20% slower than
+   one reused: use `billing.statements.pdf.shared_renderer(settings)`.
 """
 
 
@@ -165,9 +168,10 @@ def render_section(figures: dict[str, Any]) -> list[str]:
         f"{render['sample_mean_lines']} lines, against {render['mean_lines']} over all), "
         "rendered alternately in one process:",
         "",
-        f"- the project's `StatementRenderer.pdf` (template, chart, WeasyPrint): "
-        f"{seconds(render['project_seconds'])}; bare WeasyPrint on the same HTML (one "
-        f"FontConfiguration, the same compiled stylesheets and options): "
+        f"- the project's render path (`render_pdfs` in one process: template, chart, "
+        f"WeasyPrint): {seconds(render['project_seconds'])}; bare WeasyPrint on the same HTML "
+        "(one FontConfiguration, the same compiled stylesheets and options, printed between "
+        "two of the project's PDFs, so with the same garbage-collector conditions): "
         f"{seconds(render['bare_seconds'])}; ratio **{render['ratio_to_bare']:.3f}×** "
         "(target ≤ 1.15×);",
         f"- `billing.statements.parallel.render_pdfs` over the same sample: 1 process "
