@@ -16,7 +16,12 @@ from billing.db.tables import BillingRun, InvoiceCorrection
 
 SKELETON = "0001_initial"
 # Revisions after the issue-5 ledger work began: each must downgrade cleanly.
-NEW_REVISIONS = ["0004_invoice_lifecycle", "0005_email_outbox", "0006_distributed_runs"]
+NEW_REVISIONS = [
+    "0004_invoice_lifecycle",
+    "0005_email_outbox",
+    "0006_distributed_runs",
+    "0007_fast_invoice_writes",
+]
 AMOUNT = Decimal("1234567.123456789012")  # 12 decimal places
 
 

@@ -4,7 +4,7 @@ corrections of finalized invoices, void and sent. Callers supply the transaction
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -14,6 +14,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col
 
 from billing.corrections import CORRECTION, USAGE, BilledLine, correction_lines, due_lines
+from billing.db.bulk import copy_rows, insert_returning_ids
 from billing.db.outbox import queue_statements
 from billing.db.tables import (
     Invoice,
@@ -128,13 +129,20 @@ def store_period(
 
 
 def delete_drafts(session: Session, invoice_ids: Sequence[int | None]) -> None:
-    """Remove draft invoices and everything under them (the database refuses other states)."""
+    """Remove draft invoices and everything under them (the database refuses other states),
+    a few statements per chunk of ids (within the databases' limits on bound parameters)."""
     ids = [invoice_id for invoice_id in invoice_ids if invoice_id is not None]
-    if not ids:
-        return
-    for child in (InvoiceDailyUsage, InvoiceLine, InvoiceCharge):
-        session.execute(delete(child).where(col(child.invoice_id).in_(ids)))
-    session.execute(delete(Invoice).where(col(Invoice.id).in_(ids), col(Invoice.status) == DRAFT))
+    for start in range(0, len(ids), _IDS_PER_STATEMENT):
+        chunk = ids[start : start + _IDS_PER_STATEMENT]
+        for child in (InvoiceDailyUsage, InvoiceLine, InvoiceCharge):
+            session.execute(delete(child).where(col(child.invoice_id).in_(chunk)))
+        session.execute(
+            delete(Invoice).where(col(Invoice.id).in_(chunk), col(Invoice.status) == DRAFT)
+        )
+
+
+# Within SQLite's 32,766 and PostgreSQL's 65,535 bound parameters per statement.
+_IDS_PER_STATEMENT = 10_000
 
 
 def insert_drafts(
@@ -145,76 +153,115 @@ def insert_drafts(
     now: datetime,
     due_at: datetime,
 ) -> list[int]:
-    """Insert rated invoices as drafts (no number yet) with their charges and lines."""
+    """Insert rated invoices as drafts (no number yet) with their charges and lines, in bulk
+    (COPY on PostgreSQL)."""
     if not drafts:
         return []
     invoice_rows = [
-        {
-            "run_id": run_id,
-            "number": None,
-            "status": DRAFT,
-            "org_id": invoice.org.org_id,
-            "org_name": invoice.org.name,
-            "contact_emails": ", ".join(invoice.org.emails),
-            "period": str(period),
-            "currency": invoice.currency,
-            "rate_card_id": invoice.rate_card.id,
-            "rate_card_version": invoice.rate_card.version,
-            "rate_card_hash": invoice.rate_card.content_hash,
-            "total": minor_to_decimal(invoice.total_minor, invoice.currency),
-            "issued_at": now,
-            "due_at": due_at,
-            "billing_address": invoice.org.billing_address,
-            "replaces_invoice_id": replaces,
-        }
+        (
+            run_id,
+            None,
+            DRAFT,
+            invoice.org.org_id,
+            invoice.org.name,
+            ", ".join(invoice.org.emails),
+            str(period),
+            invoice.currency,
+            invoice.rate_card.id,
+            invoice.rate_card.version,
+            invoice.rate_card.content_hash,
+            minor_to_decimal(invoice.total_minor, invoice.currency),
+            now,
+            due_at,
+            invoice.org.billing_address,
+            replaces,
+        )
         for invoice, replaces in drafts
     ]
-    inserted = list(
-        session.execute(
-            insert(Invoice).returning(col(Invoice.id), sort_by_parameter_order=True),
-            invoice_rows,
-        )
-        .scalars()
-        .all()
-    )
-    charge_rows: list[dict[str, object]] = []
-    line_rows: list[dict[str, object]] = []
-    for invoice_id, (invoice, _replaces) in zip(inserted, drafts, strict=True):
-        currency = invoice.currency
-        for position, charge in enumerate(invoice.charges):
-            charge_rows.append(
-                {
-                    "invoice_id": invoice_id,
-                    "position": position,
-                    "meter": charge.meter,
-                    "description": charge.description,
-                    "unit": charge.unit,
-                    "quantity": round_quantity(charge.quantity),
-                    "included": charge.included,
-                    "billable": round_quantity(charge.billable),
-                    "pricing": charge.pricing,
-                    "amount": minor_to_decimal(charge.amount_minor, currency),
-                    "charge_class": USAGE,
-                }
-            )
-            line_rows.extend(
-                {
-                    "invoice_id": invoice_id,
-                    "meter": charge.meter,
-                    "api_key_id": line.key.api_key_id,
-                    "user_id": line.key.user_id,
-                    "quantity": round_quantity(line.quantity),
-                    "unit": charge.unit,
-                    "amount": minor_to_decimal(line.amount_minor, currency),
-                    "charge_class": USAGE,
-                }
-                for line in charge.lines
-            )
-    if charge_rows:
-        session.execute(insert(InvoiceCharge), charge_rows)
-    if line_rows:
-        session.execute(insert(InvoiceLine), line_rows)
+    inserted = insert_returning_ids(session, Invoice, _INVOICE_COLUMNS, invoice_rows)
+    stored = list(zip(inserted, (invoice for invoice, _replaces in drafts), strict=True))
+    copy_rows(session, InvoiceCharge, _CHARGE_COLUMNS, _charge_rows(stored))
+    copy_rows(session, InvoiceLine, _LINE_COLUMNS, _line_rows(stored))
     return inserted
+
+
+_INVOICE_COLUMNS = (
+    "run_id",
+    "number",
+    "status",
+    "org_id",
+    "org_name",
+    "contact_emails",
+    "period",
+    "currency",
+    "rate_card_id",
+    "rate_card_version",
+    "rate_card_hash",
+    "total",
+    "issued_at",
+    "due_at",
+    "billing_address",
+    "replaces_invoice_id",
+)
+_CHARGE_COLUMNS = (
+    "invoice_id",
+    "position",
+    "meter",
+    "description",
+    "unit",
+    "quantity",
+    "included",
+    "billable",
+    "pricing",
+    "amount",
+    "charge_class",
+)
+_LINE_COLUMNS = (
+    "invoice_id",
+    "meter",
+    "api_key_id",
+    "user_id",
+    "quantity",
+    "unit",
+    "amount",
+    "charge_class",
+)
+
+
+def _charge_rows(stored: Sequence[tuple[int, RatedInvoice]]) -> Iterator[tuple[object, ...]]:
+    """The usage charges of stored drafts, in `_CHARGE_COLUMNS` order."""
+    for invoice_id, invoice in stored:
+        for position, charge in enumerate(invoice.charges):
+            yield (
+                invoice_id,
+                position,
+                charge.meter,
+                charge.description,
+                charge.unit,
+                round_quantity(charge.quantity),
+                charge.included,
+                round_quantity(charge.billable),
+                charge.pricing,
+                minor_to_decimal(charge.amount_minor, invoice.currency),
+                USAGE,
+            )
+
+
+def _line_rows(stored: Sequence[tuple[int, RatedInvoice]]) -> Iterator[tuple[object, ...]]:
+    """The chargeback lines of stored drafts' usage charges, in `_LINE_COLUMNS` order."""
+    for invoice_id, invoice in stored:
+        for charge in invoice.charges:
+            for line in charge.lines:
+                yield (
+                    invoice_id,
+                    charge.meter,
+                    line.key.api_key_id,
+                    line.key.user_id,
+                    round_quantity(line.quantity),
+                    charge.unit,
+                    minor_to_decimal(line.amount_minor, invoice.currency),
+                    USAGE,
+                )
 
 
 def billed_lines(session: Session, invoice_id: int) -> list[BilledLine]:

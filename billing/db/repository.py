@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from typing import TypeVar
@@ -163,22 +164,34 @@ def finish_run(session: Session, run_id: int, outcome: RunOutcome, now: datetime
     session.commit()
 
 
+# Linear whatever the planner knows (inside the store transaction it has no statistics for the
+# rows just loaded): the run's snapshot is summed per org and day in one pass, and each sum finds
+# its org's draft by index (a join of drafts to the snapshot became a nested loop rescanning the
+# whole snapshot once per invoice). MATERIALIZED looks each draft up once per sum; the days a
+# draft has already are skipped by the unique index, which no plan can turn into a rescan.
 _DAILY_FROM_SNAPSHOT = text(
     """
     INSERT INTO invoice_daily_usage (invoice_id, day_start, duration_ms)
-    SELECT i.id, (s.bucket_start / 86400) * 86400, SUM(s.duration_ms)
-    FROM usage_snapshot s JOIN invoice i ON i.org_id = s.org_id
-    WHERE s.run_id = :snapshot_run_id AND i.run_id = :run_id
-      AND i.status = 'draft'
-      AND NOT EXISTS (SELECT 1 FROM invoice_daily_usage d WHERE d.invoice_id = i.id)
-    GROUP BY i.id, (s.bucket_start / 86400) * 86400
+    WITH daily AS MATERIALIZED (
+      SELECT (SELECT i.id FROM invoice i
+              WHERE i.org_id = totals.org_id AND i.run_id = :run_id AND i.status = 'draft')
+               AS invoice_id,
+             totals.day_start, totals.duration_ms
+      FROM (SELECT s.org_id, (s.bucket_start / 86400) * 86400 AS day_start,
+                   SUM(s.duration_ms) AS duration_ms
+            FROM usage_snapshot s
+            WHERE s.run_id = :snapshot_run_id
+            GROUP BY s.org_id, (s.bucket_start / 86400) * 86400) totals
+    )
+    SELECT invoice_id, day_start, duration_ms FROM daily WHERE invoice_id IS NOT NULL
+    ON CONFLICT (invoice_id, day_start) DO NOTHING
     """
 )
 
 
 def store_daily_usage(session: Session, run_id: int, snapshot_run_id: int) -> None:
-    """Session time per UTC day of each draft a run stored (and not given its days yet),
-    summed in SQL from the snapshot."""
+    """Session time per UTC day of each draft a run stored, summed in SQL from the snapshot;
+    days a draft has already are kept as they are, so calling it again adds nothing."""
     session.execute(_DAILY_FROM_SNAPSHOT, {"run_id": run_id, "snapshot_run_id": snapshot_run_id})
 
 
@@ -225,6 +238,13 @@ def load_statements(
     if org_id is not None:
         query = query.where(col(Invoice.org_id) == org_id)
     invoices = session.execute(query.order_by(col(Invoice.org_id))).scalars().all()
+    return statements_for(session, period, invoices)
+
+
+def statements_for(
+    session: Session, period: BillingPeriod, invoices: Sequence[Invoice]
+) -> list[Statement]:
+    """These invoices of a period as statements, in the order given: three more queries."""
     if not invoices:
         return []
     ids = [invoice.id for invoice in invoices if invoice.id is not None]

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator, Sequence
+from operator import attrgetter
 
-from sqlalchemy import insert, select
+from sqlalchemy import select
 from sqlmodel import Session, col
 
+from billing.db.bulk import copy_rows
 from billing.db.tables import BillingRun, UsageSnapshotRow
 from billing.domain import UsageRecord
 
@@ -17,14 +19,16 @@ _RECORD_FIELDS = tuple(field.name for field in dataclasses.fields(UsageRecord))
 def store_snapshot_page(
     session: Session, run_id: int, page: int, records: Sequence[UsageRecord]
 ) -> None:
-    """One multi-row INSERT for a page's results (the caller commits)."""
+    """A page's results in one bulk load: COPY on PostgreSQL (the caller commits)."""
     if not records:
         return
-    rows = [
-        {"run_id": run_id, "page": page, **{name: getattr(record, name) for name in _RECORD_FIELDS}}
-        for record in records
-    ]
-    session.execute(insert(UsageSnapshotRow), rows)
+    values = attrgetter(*_RECORD_FIELDS)
+    copy_rows(
+        session,
+        UsageSnapshotRow,
+        ("run_id", "page", *_RECORD_FIELDS),
+        ((run_id, page, *values(record)) for record in records),
+    )
 
 
 def iter_snapshot(
@@ -57,3 +61,28 @@ def latest_snapshot_run(session: Session, period: str) -> BillingRun | None:
         .limit(1)
     )
     return session.execute(query).scalars().first()
+
+
+def iter_snapshot_orgs(
+    session: Session, run_id: int, batch: int = 5_000
+) -> Iterator[tuple[str, list[UsageRecord]]]:
+    """A run's snapshot one org at a time, in org-id order (each org's results in fetch
+    order), streamed: only the org being read is held."""
+    columns = UsageSnapshotRow.__table__.c  # type: ignore[attr-defined]
+    query = (
+        select(*(columns[name] for name in _RECORD_FIELDS))
+        .where(columns.run_id == run_id)
+        .order_by(columns.org_id, columns.id)
+        .execution_options(yield_per=batch)
+    )
+    current: str | None = None
+    records: list[UsageRecord] = []
+    for row in session.execute(query):
+        record = UsageRecord(*row)
+        if record.org_id != current:
+            if current is not None:
+                yield current, records
+            current, records = record.org_id, []
+        records.append(record)
+    if current is not None:
+        yield current, records

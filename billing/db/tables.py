@@ -106,6 +106,12 @@ class UsageSnapshotRow(SQLModel, table=True):
 LIVE_INVOICE = text("status <> 'void'")
 
 
+def _reference_index(name: str, column: str) -> Index:
+    """A partial index on a column that refers to an invoice and is mostly NULL (0007)."""
+    present = text(f"{column} IS NOT NULL")
+    return Index(name, column, postgresql_where=present, sqlite_where=present)
+
+
 class Invoice(SQLModel, table=True):
     """One org's invoice for one period: a draft, then finalized (immutable), sent or void."""
 
@@ -119,6 +125,7 @@ class Invoice(SQLModel, table=True):
             postgresql_where=LIVE_INVOICE,
             sqlite_where=LIVE_INVOICE,
         ),
+        _reference_index("ix_invoice_replaces", "replaces_invoice_id"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -172,6 +179,7 @@ class InvoiceCharge(SQLModel, table=True):
     __tablename__ = "invoice_charge"
     __table_args__ = (
         UniqueConstraint("invoice_id", "position", name="uq_charge_invoice_position"),
+        _reference_index("ix_charge_corrects", "corrects_invoice_id"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -200,7 +208,10 @@ class InvoiceLine(SQLModel, table=True):
     """A meter charge's share for one API key and user (the chargeback grain)."""
 
     __tablename__ = "invoice_line"
-    __table_args__ = (Index("ix_invoice_line_invoice", "invoice_id"),)
+    __table_args__ = (
+        Index("ix_invoice_line_invoice", "invoice_id"),
+        _reference_index("ix_invoice_line_corrects", "corrects_invoice_id"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     invoice_id: int = Field(
@@ -226,7 +237,11 @@ class InvoiceCorrection(SQLModel, table=True):
     on the org's invoice of `target_period` (applied when that invoice is finalized)."""
 
     __tablename__ = "invoice_correction"
-    __table_args__ = (Index("ix_correction_target", "org_id", "target_period"),)
+    __table_args__ = (
+        Index("ix_correction_target", "org_id", "target_period"),
+        _reference_index("ix_correction_applied", "applied_invoice_id"),
+        Index("ix_correction_original", "original_invoice_id"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     run_id: int = Field(sa_column=Column(Integer, ForeignKey("billing_run.id"), nullable=False))
@@ -280,6 +295,7 @@ class EmailDelivery(SQLModel, table=True):
             sqlite_where=STATEMENT_DELIVERY,
         ),
         Index("ix_delivery_period_status", "period", "status"),
+        Index("ix_delivery_invoice", "invoice_id"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
