@@ -6,18 +6,19 @@ import gc
 import multiprocessing
 import os
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
+from itertools import chain, islice
 
 from billing.config import Settings
 from billing.domain import Statement
-from billing.errors import OutputError
+from billing.errors import BillingError, OutputError
 from billing.statements.pdf import StatementRenderer, shared_renderer
 
-# Statements handed to the pool ahead of the one being collected, per worker: enough to keep
-# every worker busy while the caller writes or sends, few enough that memory stays flat.
+# Statements taken from the caller and not yet handed back, per worker: enough to keep every
+# worker busy while the caller writes or sends, few enough that memory stays flat.
 IN_FLIGHT_PER_PROCESS = 4
 
 _worker_renderer: StatementRenderer | None = None
@@ -31,31 +32,61 @@ def default_render_processes() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def render_processes(settings: Settings) -> int:
+    """The processes BILLING_RENDER_PROCESSES asks for; 0 means one per usable CPU."""
+    return settings.render_processes or default_render_processes()
+
+
 def render_pdfs(
     settings: Settings,
-    statements: Sequence[Statement],
+    statements: Iterable[Statement],
     processes: int,
     *,
     start_method: str = "fork",
-) -> Iterator[tuple[int, bytes]]:
-    """(invoice id, PDF bytes) of each statement, in the order given.
+) -> Generator[tuple[Statement, bytes], None, None]:
+    """Each statement with its PDF bytes, in the order given, taking statements lazily.
 
-    With `processes=1` the statements are rendered here, by one renderer, without a pool. With
-    more, each worker process builds one renderer (fonts, stylesheet, templates) when it starts
-    and renders a statement per task; at most `IN_FLIGHT_PER_PROCESS` statements per worker are
-    queued ahead, so the PDFs waiting to be collected never pile up. Either way the garbage
-    collector leaves the objects that already exist alone while rendering (about 15% of the
-    time of a PDF in a process that holds a period's statements).
+    With `processes=1`, or when fewer than two statements come, they are rendered here by one
+    renderer, without a pool. Otherwise a pool of up to `processes` workers starts once two
+    statements have come; each worker has one renderer (fonts, stylesheet, templates; a forked
+    worker inherits this process's) and renders a statement per task. At most
+    `IN_FLIGHT_PER_PROCESS` statements per worker are taken from `statements` and not yet
+    handed back, so a generator that reads them from the database in batches is read only that
+    far ahead. Either way the garbage collector leaves
+    the objects that already exist alone while rendering (about 15% of the time of a PDF in a
+    process that holds a period's statements).
+
+    A failure names the org: an error raised while rendering keeps its type (a BillingError
+    gains the org in its message, anything else a note); a worker that dies is an OutputError.
     """
     if processes < 1:
         raise OutputError(f"PDF rendering needs at least one process, not {processes}")
-    if processes == 1 or len(statements) <= 1:
-        renderer = shared_renderer(settings)
-        with _heap_frozen():
-            for statement in statements:
-                yield statement.invoice_id, renderer.pdf(statement)
-        return
-    yield from _render_in_pool(settings, statements, processes, start_method)
+    shared_renderer(settings)  # bad settings fail here, before a statement is read
+    return _render(settings, iter(statements), processes, start_method)
+
+
+def _render(
+    settings: Settings, statements: Iterator[Statement], processes: int, start_method: str
+) -> Generator[tuple[Statement, bytes], None, None]:
+    first = list(islice(statements, processes))
+    if len(first) < 2:
+        yield from _render_here(settings, chain(first, statements))
+    else:
+        yield from _render_in_pool(settings, chain(first, statements), len(first), start_method)
+
+
+def _render_here(
+    settings: Settings, statements: Iterable[Statement]
+) -> Iterator[tuple[Statement, bytes]]:
+    renderer = shared_renderer(settings)
+    with _heap_frozen():
+        for statement in statements:
+            try:
+                pdf = renderer.pdf(statement)
+            except Exception as error:
+                _name_the_org(error, statement)
+                raise
+            yield statement, pdf
 
 
 @contextmanager
@@ -77,10 +108,8 @@ def _heap_frozen() -> Iterator[None]:
 
 
 def _render_in_pool(
-    settings: Settings, statements: Sequence[Statement], processes: int, start_method: str
-) -> Iterator[tuple[int, bytes]]:
-    shared_renderer(settings)  # bad settings fail here, before any worker starts
-    workers = min(processes, len(statements))
+    settings: Settings, statements: Iterable[Statement], workers: int, start_method: str
+) -> Iterator[tuple[Statement, bytes]]:
     pool = ProcessPoolExecutor(
         max_workers=workers,
         mp_context=multiprocessing.get_context(start_method),
@@ -88,31 +117,41 @@ def _render_in_pool(
         initargs=(settings,),
     )
     in_flight: deque[tuple[Statement, Future[bytes]]] = deque()
-    pending = iter(statements)
     try:
-        for statement in pending:
+        for statement in statements:
             in_flight.append((statement, pool.submit(_render_one, statement)))
-            if len(in_flight) >= workers * IN_FLIGHT_PER_PROCESS:
-                break
+            if len(in_flight) == workers * IN_FLIGHT_PER_PROCESS:
+                yield _collect(*in_flight.popleft())
         while in_flight:
-            statement, future = in_flight.popleft()
-            pdf = _collect(statement, future)
-            following = next(pending, None)
-            if following is not None:
-                in_flight.append((following, pool.submit(_render_one, following)))
-            yield statement.invoice_id, pdf
+            yield _collect(*in_flight.popleft())
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _collect(statement: Statement, future: Future[bytes]) -> bytes:
+def _collect(statement: Statement, future: Future[bytes]) -> tuple[Statement, bytes]:
     try:
-        return future.result()
+        return statement, future.result()
     except BrokenProcessPool:
         raise OutputError(
             f"org {statement.org_id}: a PDF rendering worker process died (out of memory or "
             "killed); render again with fewer processes"
         ) from None
+    except Exception as error:
+        _name_the_org(error, statement)
+        raise
+
+
+def _name_the_org(error: Exception, statement: Statement) -> None:
+    """Make a rendering error say which org's PDF failed, if it does not yet: a BillingError
+    gets the org at the front of its message (the CLI prints only the message); anything else
+    (a bug, which keeps its traceback) gets a note. Either way it keeps its type."""
+    named = f"org {statement.org_id}"
+    if named in str(error):
+        return
+    if isinstance(error, BillingError) and len(error.args) == 1:
+        error.args = (f"{named}: {error.args[0]}",)
+    else:
+        error.add_note(f"while rendering the PDF of {named} ({statement.invoice_number})")
 
 
 def _start_worker(settings: Settings) -> None:
