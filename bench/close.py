@@ -28,11 +28,11 @@ import dataclasses
 import gc
 import json
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from tempfile import TemporaryDirectory
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import psycopg
@@ -60,6 +60,7 @@ from billing.config import EXAMPLES, Settings
 from billing.db.engine import ledger_engine
 from billing.db.ledger import finalize_drafts, store_period
 from billing.db.locks import write_transaction
+from billing.db.period_reads import iter_statements, period_org_totals
 from billing.db.repository import (
     RunOutcome,
     finish_run,
@@ -67,21 +68,31 @@ from billing.db.repository import (
     start_run,
     store_daily_usage,
 )
+from billing.db.snapshots import iter_snapshot_orgs
 from billing.db.tables import Invoice, InvoiceCharge, InvoiceLine
 from billing.delivery import OutboxSender
-from billing.domain import Statement
+from billing.domain import RatingReport, Statement
 from billing.fetching import check_completeness, describe_query, fetch_and_snapshot
 from billing.mail import StatementDocuments
 from billing.periods import BillingPeriod
 from billing.pricing import load_pricing
-from billing.publishing import load_cost_centre_map, run_facts, write_period_reports
-from billing.rating import rate_period
+from billing.publishing import load_cost_centre_map, report_writer, run_facts
+from billing.rating import rate_orgs
 from billing.services import close_period, http_client, usage_client
-from billing.statements.csv_files import statement_csv, summary_csv
+from billing.stages import in_batches
+from billing.statements.csv_files import statement_csv
 from billing.statements.files import period_folder, safe_stem, write_atomically
 from billing.statements.parallel import default_render_processes, render_pdfs
-from billing.statements.pdf import SHIPPED_TEMPLATES, STYLESHEET, StatementRenderer
+from billing.statements.pdf import (
+    SHIPPED_TEMPLATES,
+    STYLESHEET,
+    StatementRenderer,
+    in_own_stack_chunk,
+    template_environment,
+)
 from billing.usage.client import USAGE_PATH, UsageQuery
+
+T = TypeVar("T")
 
 PERIOD = BillingPeriod.parse("2026-10")
 API_KEY = "bench-key"
@@ -156,29 +167,6 @@ def serving_seconds(base_url: str, params: dict[str, str], first_page_only: bool
             if first_page_only or not page["has_more"]:
                 return seconds
             request = {**params, "page": page["next_page"]}
-
-
-class TimedPages:
-    """Wraps a client's iter_pages: the wall and CPU time spent producing pages (HTTP, JSON,
-    validation, the duplicate check), apart from what the caller does between pages."""
-
-    def __init__(self, iter_pages: Callable[[UsageQuery], Iterator[Any]]) -> None:
-        self._iter_pages = iter_pages
-        self.seconds = 0.0
-        self.cpu_seconds = 0.0
-
-    def __call__(self, query: UsageQuery) -> Iterator[Any]:
-        pages = self._iter_pages(query)
-        while True:
-            started, cpu_started = time.perf_counter(), time.process_time()
-            try:
-                page = next(pages)
-            except StopIteration:
-                return
-            finally:
-                self.seconds += time.perf_counter() - started
-                self.cpu_seconds += time.process_time() - cpu_started
-            yield page
 
 
 # --------------------------------------------------------------------------- the COPY floor
@@ -291,12 +279,15 @@ def render_floor(settings: Settings, sample: Sequence[Statement]) -> dict[str, f
     The bare PDFs are printed while the project's generator waits between two PDFs, that is
     with the garbage collector kept off the existing objects as it keeps it while rendering:
     the floor gets the same conditions, so the ratio is the project's own cost (template,
-    chart, URL fetcher) over WeasyPrint's."""
+    chart, URL fetcher) over WeasyPrint's. Both print in a frame-stack chunk of their own
+    (`in_own_stack_chunk`), so neither pays CPython 3.11's chunk mapping at a stack depth where
+    WeasyPrint's recursion keeps crossing a chunk boundary."""
+
     renderer = StatementRenderer.from_settings(settings)
     bare = BareWeasyPrint(settings.page_size)
     pages = [renderer.html(statement) for statement in sample]
     for _warm_up in render_pdfs(settings, sample[:1], 1):
-        bare.pdf(pages[0])
+        in_own_stack_chunk(bare.pdf, pages[0])
     project = render_pdfs(settings, sample, 1)
     project_seconds = bare_seconds = 0.0
     for index, html in enumerate(pages):
@@ -306,7 +297,7 @@ def render_floor(settings: Settings, sample: Sequence[Statement]) -> dict[str, f
                 next(project)
                 project_seconds += time.perf_counter() - started
             else:
-                bare.pdf(html)
+                in_own_stack_chunk(bare.pdf, html)
                 bare_seconds += time.perf_counter() - started
     project.close()
     return {"project_seconds": project_seconds, "bare_seconds": bare_seconds}
@@ -315,14 +306,15 @@ def render_floor(settings: Settings, sample: Sequence[Statement]) -> dict[str, f
 def process_speedup(
     settings: Settings, sample: Sequence[Statement], repeat: int = 2
 ) -> dict[str, float]:
-    """Wall and CPU time of rendering the sample with 1 process and with 2 (pool start
-    included), alternated `repeat` times; the best of each, as other work on the machine only
-    ever slows a run down."""
+    """Wall and CPU time of rendering the sample with 1 process (in this process, as a close
+    with BILLING_RENDER_PROCESSES=1 does) and with 2 (a pool of two forked workers, its start
+    included), streamed through `render_pdfs` as a close streams them, alternated `repeat`
+    times; the best of each, as other work on the machine only ever slows a run down."""
     timings: dict[str, float] = {}
     for _round in range(repeat):
         for processes in (1, 2):
             started, cpu_started = time.perf_counter(), cpu_seconds()
-            for _invoice_id, _pdf in render_pdfs(settings, sample, processes):
+            for _statement, _pdf in render_pdfs(settings, iter(sample), processes):
                 pass
             seconds, cpu = time.perf_counter() - started, cpu_seconds() - cpu_started
             key = f"processes_{processes}_seconds"
@@ -396,9 +388,9 @@ def usage_query(settings: Settings) -> UsageQuery:
 
 def run_stages(
     settings: Settings, engine: Engine, clock: StageClock, processes: int, figures: dict[str, Any]
-) -> tuple[int, list[Statement]]:
-    """The close, stage by stage, with the project's own functions. Returns the run id and the
-    statements."""
+) -> int:
+    """The close, stage by stage, with the project's own functions, streaming as the close
+    does (no stage holds the period's statements). Returns the run id."""
     pricing = load_pricing(settings, PERIOD)
     query = usage_query(settings)
     now = datetime.now(UTC)
@@ -415,62 +407,72 @@ def run_stages(
     outcome = RunOutcome()
     with http_client(settings) as http:
         client = usage_client(settings, http)
-        timed_pages = TimedPages(client.iter_pages)
-        client.iter_pages = timed_pages  # type: ignore[method-assign]
+        timed_pages, iter_pages = Timer(), client.iter_pages
+        client.iter_pages = lambda query: timed_pages.wrap(iter_pages(query))  # type: ignore[method-assign]
         with clock.stage("fetch + snapshot", "results") as both:
             fetched = fetch_and_snapshot(client, query, engine, run_id, quiet)
-        results = fetched.aggregate.report.usage_results
-        clock.stages.remove(both)
-        clock.stages.append(
-            dataclasses.replace(
-                both,
-                name="fetch",
-                seconds=timed_pages.seconds,
-                cpu_seconds=timed_pages.cpu_seconds,
-                count=results,
-                unit="results",
-            )
-        )
-        snapshot = dataclasses.replace(
+        results = fetched.report.usage_results
+        split_stage(
+            clock,
             both,
-            name="snapshot store",
-            seconds=both.seconds - timed_pages.seconds,
-            cpu_seconds=both.cpu_seconds - timed_pages.cpu_seconds,
-            count=results,
-            unit="rows",
-            notes=["the page INSERTs, commits and in-memory totals between pages"],
+            ("fetch", timed_pages.seconds, timed_pages.cpu_seconds, results, "results"),
+            "snapshot store",
+            "rows",
+            "the page INSERTs, commits and per-org sums between pages",
         )
-        clock.stages.append(snapshot)
         figures.update(usage_results=results, pages=fetched.pages)
         with clock.stage("completeness check", "results") as stage:
             check_completeness(client, query, fetched, quiet)
             stage.count = client.stats.results
             figures["completeness_pages"] = client.stats.pages
     outcome.pages_fetched, outcome.usage_checksum = fetched.pages, fetched.checksum
-    outcome.completeness, outcome.report = fetched.completeness, fetched.aggregate.report
-
-    with clock.stage("rate", "results") as stage:
-        rated = rate_period(fetched.aggregate, pricing.account_for, pricing.card_for)
-        stage.count = results
+    outcome.completeness = fetched.completeness
     del fetched
-    with clock.stage("store invoices", "rows") as stage, write_transaction(engine) as session:
+
+    report = RatingReport()
+    rating = Timer()
+    invoices = 0
+    with (
+        clock.stage("rate + store", "rows") as both,
+        write_transaction(engine) as session,
+        Session(engine) as reading,
+    ):
         stamp = datetime.now(UTC)
         due = stamp + timedelta(days=settings.payment_terms_days)
-        store_period(
-            session,
-            run_id=run_id,
-            period=PERIOD,
-            rated=rated,
-            now=stamp,
-            due_at=due,
-            empty_invoice=pricing.empty_invoice,
+        rated = rating.wrap(
+            rate_orgs(
+                iter_snapshot_orgs(reading, run_id),
+                pricing.account_for,
+                pricing.card_for,
+                report,
+            )
         )
+        for batch in in_batches(rated, settings.rate_batch_orgs):
+            invoices += len(batch)
+            store_period(
+                session,
+                run_id=run_id,
+                period=PERIOD,
+                rated=batch,
+                now=stamp,
+                due_at=due,
+                empty_invoice=pricing.empty_invoice,
+                org_scope={invoice.org.org_id for invoice in batch},
+            )
         store_daily_usage(session, run_id, run_id)
+    outcome.report = report
     charges, lines = line_item_count(engine, run_id)
-    stage.count = charges + lines
-    stage.notes.append(f"{len(rated):,} invoices, {charges:,} charges, {lines:,} lines")
-    figures.update(invoices=len(rated), charges=charges, lines=lines)
-    del rated
+    split_stage(
+        clock,
+        both,
+        ("rate", rating.seconds, rating.cpu_seconds, results, "results"),
+        "store invoices",
+        "rows",
+        f"{invoices:,} invoices, {charges:,} charges, {lines:,} lines",
+        count=charges + lines,
+    )
+    clock.named("rate").notes.append("reading the snapshot back org by org, in org-id order")
+    figures.update(invoices=invoices, charges=charges, lines=lines)
     with clock.stage("finalize", "invoices") as stage, write_transaction(engine) as session:
         stamp = datetime.now(UTC)
         stage.count = len(
@@ -479,37 +481,38 @@ def run_stages(
             )
         )
     with clock.stage("load statements", "statements") as stage:
-        with Session(engine) as session:
-            statements = load_statements(session, PERIOD)
-        stage.count = len(statements)
-    figures["largest_statement_lines"] = max((len(s.lines) for s in statements), default=0)
+        largest = 0
+        for statement in iter_statements(engine, PERIOD):
+            largest = max(largest, len(statement.lines))
+            stage.count += 1
+        stage.notes.append("streamed in batches; every later stage streams them again")
+    figures["largest_statement_lines"] = largest
 
     folder = period_folder(settings.output_dir, str(PERIOD))
-    stems = {statement.invoice_id: safe_stem(statement.org_id) for statement in statements}
     figures["load_average"]["before_render"] = load_average()
     with clock.stage("render PDFs", "PDFs") as stage:
         pdf_bytes = 0
-        for invoice_id, pdf in render_pdfs(settings, statements, processes):
-            write_atomically(folder, f"{stems[invoice_id]}.pdf", pdf)
+        for statement, pdf in render_pdfs(settings, iter_statements(engine, PERIOD), processes):
+            write_atomically(folder, f"{safe_stem(statement.org_id)}.pdf", pdf)
             pdf_bytes += len(pdf)
-        stage.count = len(statements)
+            stage.count += 1
     stage.notes.append(
-        f"{processes} process(es); {pdf_bytes / max(1, len(statements)) / 1024:.0f} KiB per PDF"
+        f"{processes} process(es); {pdf_bytes / max(1, stage.count) / 1024:.0f} KiB per PDF"
     )
     figures["render_workers_peak_rss_mib"] = round(children_peak_rss_mib(), 1)
     with clock.stage("write CSVs", "CSVs") as stage:
-        for statement in statements:
-            write_atomically(folder, f"{stems[statement.invoice_id]}.csv", statement_csv(statement))
-        stage.count = len(statements)
+        for statement in iter_statements(engine, PERIOD):
+            write_atomically(folder, f"{safe_stem(statement.org_id)}.csv", statement_csv(statement))
+            stage.count += 1
 
-    environment = StatementRenderer.from_settings(settings).environment
+    environment = template_environment(settings.templates_dir, settings.locale)
     sink = Controller(Sink(), hostname="127.0.0.1", port=smtp_port_of(settings))
     sink.start()
     try:
         with clock.stage("email", "messages") as stage:
             with OutboxSender(settings, engine, PERIOD, environment, folder) as outbox:
-                for statement in statements:
-                    stem = stems[statement.invoice_id]
+                for statement in iter_statements(engine, PERIOD):
+                    stem = safe_stem(statement.org_id)
                     documents = StatementDocuments(
                         statement=statement,
                         pdf=(folder / f"{stem}.pdf").read_bytes(),
@@ -523,18 +526,69 @@ def run_stages(
         sink.stop()
 
     with clock.stage("summary and reports", "statements") as stage:
-        write_atomically(folder, "summary.csv", summary_csv(statements))
         with Session(engine) as session:
-            previous = load_statements(session, PERIOD.previous())
+            previous = period_org_totals(session, PERIOD.previous())
             facts = run_facts(session, run_id, settings, outcome.report, outcome)
-        write_period_reports(
-            settings, folder, PERIOD, statements, previous, facts, load_cost_centre_map(settings)
-        )
-        stage.count = len(statements)
-    outcome.status, outcome.invoice_count = "succeeded", len(statements)
+        with report_writer(settings, folder, PERIOD, load_cost_centre_map(settings)) as writer:
+            for statement in iter_statements(engine, PERIOD):
+                writer.add(statement)
+                stage.count += 1
+            writer.finish(previous, facts)
+    outcome.status, outcome.invoice_count = "succeeded", invoices
     with Session(engine) as session:
         finish_run(session, run_id, outcome, datetime.now(UTC))
-    return run_id, statements
+    return run_id
+
+
+def split_stage(
+    clock: StageClock,
+    both: Any,
+    inner: tuple[str, float, float, int, str],
+    rest_name: str,
+    rest_unit: str,
+    note: str,
+    count: int | None = None,
+) -> None:
+    """Replace a stage timed as a whole by its two parts: the `inner` one timed inside it
+    (name, seconds, CPU seconds, count, unit) and the rest (the same peak RSS for both)."""
+    name, seconds, cpu, inner_count, unit = inner
+    clock.stages.remove(both)
+    clock.stages.append(
+        dataclasses.replace(
+            both, name=name, seconds=seconds, cpu_seconds=cpu, count=inner_count, unit=unit
+        )
+    )
+    clock.stages.append(
+        dataclasses.replace(
+            both,
+            name=rest_name,
+            seconds=both.seconds - seconds,
+            cpu_seconds=both.cpu_seconds - cpu,
+            count=inner_count if count is None else count,
+            unit=rest_unit,
+            notes=[note],
+        )
+    )
+
+
+class Timer:
+    """Wall and CPU time spent producing an iterator's items (not in the consumer's body)."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self.cpu_seconds = 0.0
+
+    def wrap(self, items: Iterator[T]) -> Iterator[T]:
+        while True:
+            started, cpu = time.perf_counter(), time.process_time()
+            try:
+                item = next(items)
+            except StopIteration:
+                return
+            finally:
+                self.seconds += time.perf_counter() - started
+                self.cpu_seconds += time.process_time() - cpu
+            yield item
 
 
 def smtp_port_of(settings: Settings) -> int:
@@ -591,6 +645,7 @@ def run_bench(
         folder = Path(scratch)
         write_org_directory(folder / "orgs.yaml", orgs)
         settings = bench_settings(database_url, base_url, folder, free_port())
+        settings = settings.model_copy(update={"render_processes": processes})
         engine = ledger_engine(database_url)
         try:
             query = usage_query(settings)
@@ -600,14 +655,16 @@ def run_bench(
                 + serving_seconds(base_url, reference.params(), first_page_only=True),
                 2,
             )
-            run_id, statements = run_stages(settings, engine, clock, processes, figures)
+            run_id = run_stages(settings, engine, clock, processes, figures)
             figures["close_seconds"] = round(sum(stage.seconds for stage in clock.stages), 2)
             figures["peak_rss_mib"] = round(max(stage.peak_rss_mib for stage in clock.stages), 1)
             if floors:
+                with Session(engine) as session:
+                    statements = load_statements(session, PERIOD)
                 figures["render"] = measure_floors(
                     settings, database_url, run_id, query, statements, clock, sample_size
                 )
-            del statements
+                del statements
             if end_to_end:
                 figures["end_to_end_close"] = end_to_end_close(settings)
         finally:

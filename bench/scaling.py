@@ -99,11 +99,9 @@ def judge(sizes: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def statements_peak(size: dict[str, Any]) -> float:
-    """Peak RSS of the stages that handle usage and statements, without the period report
-    (summary.pdf lists every org in one document)."""
-    return max(
-        peak for name, peak in size["stage_peak_rss_mib"].items() if name != "summary and reports"
-    )
+    """Peak RSS of the stages that handle usage and statements, without the period report."""
+    peaks = size["stage_peak_rss_mib"]
+    return float(max(peak for name, peak in peaks.items() if name != "summary and reports"))
 
 
 def main() -> None:

@@ -6,6 +6,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated
 
@@ -30,7 +31,7 @@ from billing.services import (
     quote_org,
     rerate_period,
 )
-from billing.stages import CloseOptions
+from billing.stages import CloseOptions, totals_by_currency
 from billing.statements import formatting
 from billing.usage.faults import FAULT_SPEC_HELP, FaultPlan
 
@@ -54,21 +55,32 @@ app.add_typer(email_app, name="email")
 app.command("void")(void_command)
 
 
+# Invoices a close lists on the terminal; summary.csv lists them all.
+SHOWN_INVOICES = 50
+
+
 def print_result(result: CloseResult, settings: Settings) -> None:
     drafts = f" ({result.drafts} drafts)" if result.drafts else ""
-    table = Table(title=f"Closed {result.period}: {len(result.statements)} invoices{drafts}")
+    table = Table(title=f"Closed {result.period}: {len(result.invoices)} invoices{drafts}")
     for column in ("org", "name", "invoice", "state", "total", "contact"):
         table.add_column(column, justify="right" if column == "total" else "left")
-    for statement in result.statements:
+    for invoice in result.invoices[:SHOWN_INVOICES]:
         table.add_row(
-            statement.org_id,
-            statement.org_name,
-            statement.invoice_number,
-            statement.status,
-            formatting.money(statement.total, statement.currency, settings.locale),
-            ", ".join(statement.emails) or "[yellow](no contact)[/yellow]",
+            invoice.org_id,
+            invoice.org_name,
+            invoice.invoice_number,
+            invoice.status,
+            formatting.money(invoice.total, invoice.currency, settings.locale),
+            ", ".join(invoice.emails) or "[yellow](no contact)[/yellow]",
         )
     out.print(table)
+    if len(result.invoices) > SHOWN_INVOICES:
+        hidden = len(result.invoices) - SHOWN_INVOICES
+        out.print(f"... and {hidden} more invoices: every one is in {result.summary_path}")
+    for currency, total in totals_by_currency(result.invoices).items():
+        out.print(
+            f"total {currency}: {formatting.money(Decimal(total), currency, settings.locale)}"
+        )
     for item in result.org_outcomes:
         if item["action"] != "drafted":
             out.print(f"{item['org_id']}: {item['action']} {item['detail']}".rstrip())
@@ -396,7 +408,7 @@ def statements_render(
         progress=progress,
     )
     out.print(
-        f"re-rendered {len(result.statements)} statements of {result.period} "
+        f"re-rendered {result.count} statements of {result.period} "
         f"({len(result.files)} files) in {result.folder}"
     )
 

@@ -19,7 +19,6 @@ from typing import Protocol
 
 from jinja2 import Environment
 from sqlalchemy import Engine
-from sqlmodel import Session
 
 from billing.config import Settings
 from billing.db.locks import write_transaction
@@ -31,7 +30,7 @@ from billing.db.outbox import (
     pending_batches,
     settle,
 )
-from billing.db.repository import load_statements
+from billing.db.period_reads import iter_statements
 from billing.domain import Statement
 from billing.mail import (
     StatementDocuments,
@@ -184,9 +183,7 @@ class OutboxSender:
         """Send what is pending for invoices not passed to `send_for`, rendering them."""
         if not self._batches:
             return
-        with Session(self._engine) as session:
-            statements = load_statements(session, self._period)
-        for statement in statements:
+        for statement in iter_statements(self._engine, self._period):
             if statement.invoice_id in self._batches:
                 self.send_for(render(statement))
 

@@ -217,6 +217,32 @@ class RatingReport:
     results_with_peak_only: int = 0
     orgs_without_contact: list[str] = field(default_factory=list)
 
+    def tally(self, record: UsageRecord) -> None:
+        """Count one usage result, and what its memory figures lacked."""
+        self.usage_results += 1
+        if record.reserved_memory_mib is None:
+            if record.peak_memory_mib is None:
+                self.results_without_memory += 1
+            else:
+                self.results_with_peak_only += 1
+
+
+@dataclass(frozen=True, slots=True)
+class InvoiceSummary:
+    """One invoice of a period at a glance (no charges or lines): what a close reports."""
+
+    org_id: str
+    org_name: str
+    invoice_number: str
+    status: str
+    currency: str
+    total: Decimal
+    emails: tuple[str, ...]
+
+    @property
+    def draft(self) -> bool:
+        return self.status == "draft"
+
 
 @dataclass(frozen=True, slots=True)
 class StatementCharge:
@@ -293,3 +319,13 @@ class Statement:
     daily_usage: tuple[DailyUsage, ...] = ()
     draft: bool = False
     status: str = "finalized"
+
+
+@dataclass(frozen=True, slots=True)
+class OrgTotal:
+    """One org's invoice total in a period: what month-over-month compares."""
+
+    org_id: str
+    org_name: str
+    currency: str
+    total: Decimal

@@ -25,9 +25,10 @@ from sqlmodel import Session, col
 
 from billing.config import Settings
 from billing.db.engine import ledger_engine
-from billing.db.ledger import finalize_drafts, pending_correction_orgs, store_period
+from billing.db.ledger import finalize_drafts, store_period
 from billing.db.locks import PeriodBusy, hold_period, write_transaction
 from billing.db.outbox import PENDING, SENDING
+from billing.db.period_reads import invoice_summaries, iter_statements, period_org_totals
 from billing.db.repository import (
     RunOutcome,
     describe_running_run,
@@ -65,16 +66,21 @@ from billing.pricing import load_pricing
 from billing.publishing import (
     load_cost_centre_map,
     render_documents,
+    report_writer,
     run_facts,
     write_documents,
-    write_period_reports,
 )
 from billing.rating import UsageAggregate, rate_period
 from billing.services import http_client, usage_client
-from billing.stages import CloseOptions, cards_used, totals_by_currency, who_started
-from billing.statements.csv_files import summary_csv
-from billing.statements.files import period_folder, safe_stem, write_atomically
-from billing.statements.pdf import StatementRenderer
+from billing.stages import (
+    CloseOptions,
+    cards_used,
+    orgs_to_revisit,
+    totals_by_currency,
+    who_started,
+)
+from billing.statements.files import period_folder, safe_stem
+from billing.statements.pdf import StatementRenderer, shared_renderer
 
 log = logging.getLogger(__name__)
 
@@ -224,7 +230,7 @@ def fetch(settings: Settings, run_id: int, *, cap: int = 5, now: Clock = _now) -
                 raise
             _fail(engine, run_id, FETCH, "all", str(error), now)
             return Work(run_id)
-        orgs = _orgs_to_rate(engine, period, set(fetched.aggregate.by_org), org_ids)
+        orgs = _orgs_to_rate(engine, period, set(fetched.org_totals), org_ids)
         size = settings.rate_batch_orgs
         batches = [orgs[start : start + size] for start in range(0, len(orgs), size)]
         with write_transaction(engine) as session:
@@ -233,8 +239,8 @@ def fetch(settings: Settings, run_id: int, *, cap: int = 5, now: Clock = _now) -
             run.usage_checksum = fetched.checksum
             run.duplicate_results = fetched.duplicate_results
             run.completeness = fetched.completeness
-            run.usage_results = fetched.aggregate.report.usage_results
-            run.results_without_memory = fetched.aggregate.report.results_without_memory
+            run.usage_results = fetched.report.usage_results
+            run.results_without_memory = fetched.report.results_without_memory
             run.batches_total = len(batches)
             run.stage = RATING
             run.heartbeat_at = now()
@@ -249,19 +255,9 @@ def _orgs_to_rate(
     engine: Engine, period: BillingPeriod, with_usage: set[str], org_ids: tuple[str, ...]
 ) -> list[str]:
     """Orgs with usage, plus those whose invoice of the period or waiting corrections must be
-    looked at even without usage now (a full close only)."""
-    if org_ids:
-        return sorted(set(org_ids))
+    looked at even without usage now (a partial close: only its own orgs)."""
     with Session(engine) as session:
-        invoiced = set(
-            session.execute(
-                select(col(Invoice.org_id)).where(
-                    col(Invoice.period) == str(period), col(Invoice.status) != "void"
-                )
-            ).scalars()
-        )
-        waiting = pending_correction_orgs(session, period, None)
-    return sorted(with_usage | invoiced | waiting)
+        return sorted(with_usage | orgs_to_revisit(session, period, org_ids))
 
 
 def rate_batch(
@@ -397,7 +393,7 @@ def render_invoice(
         if statement is None:
             return Work(run_id)
         folder = period_folder(settings.output_dir, statement.period)
-        renderer = StatementRenderer.from_settings(settings)
+        renderer = shared_renderer(settings)
         write_documents(folder, render_documents(renderer, statement))
         with write_transaction(engine) as session:
             finish_unit(session, run_id, RENDER, unit, now())
@@ -425,7 +421,7 @@ def email_invoice(
                 ).scalars()
             ]
         if pending and statement.status in ("finalized", "sent"):
-            renderer = StatementRenderer.from_settings(settings)
+            renderer = shared_renderer(settings)
             folder = period_folder(settings.output_dir, statement.period)
             with OutboxSender(
                 settings,
@@ -466,15 +462,16 @@ def report(settings: Settings, run_id: int, *, cap: int = 5, now: Clock = _now) 
                 return Work(run_id)
             period = BillingPeriod.parse(run.period)
         with Session(engine) as session:
-            statements = load_statements(session, period)
-            previous = load_statements(session, period.previous())
+            previous = period_org_totals(session, period.previous())
             facts = run_facts(session, run_id, settings)
             rated = unit_results(session, run_id, RATE)
         folder = period_folder(settings.output_dir, str(period))
-        write_atomically(folder, "summary.csv", summary_csv(statements))
-        write_period_reports(
-            settings, folder, period, statements, previous, facts, load_cost_centre_map(settings)
-        )
+        with report_writer(settings, folder, period, load_cost_centre_map(settings)) as writer:
+            for statement in iter_statements(engine, period):
+                writer.add(statement)
+            writer.finish(previous, facts)
+        with Session(engine) as session:
+            invoices = invoice_summaries(session, period)
         outcome = RunOutcome(status="succeeded")
         with Session(engine) as session:
             run = _run_row(session, run_id)
@@ -482,9 +479,9 @@ def report(settings: Settings, run_id: int, *, cap: int = 5, now: Clock = _now) 
             outcome.usage_checksum = run.usage_checksum
             outcome.duplicate_results = run.duplicate_results
             outcome.completeness = run.completeness
-            outcome.invoice_count = len(statements)
+            outcome.invoice_count = len(invoices)
             outcome.finalized_count = run.finalized_count
-        outcome.totals = totals_by_currency(statements)
+        outcome.totals = totals_by_currency(invoices)
         cards: dict[str, dict[str, str]] = {}
         for result in rated:
             assert isinstance(result, dict)

@@ -3,37 +3,37 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
-from sqlalchemy import func, select
+from sqlalchemy import Engine, func, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, col
 
 from billing.config import Settings
 from billing.db.engine import make_engine
-from billing.db.repository import (
-    RunOutcome,
-    load_statements,
+from billing.db.period_reads import (
+    invoice_summaries,
+    iter_statements,
+    live_invoice_ids,
+    period_org_totals,
 )
+from billing.db.repository import RunOutcome, load_statements
 from billing.db.tables import BillingRun, Invoice
 from billing.delivery import OutboxSender
-from billing.domain import RatingReport, Statement
+from billing.domain import InvoiceSummary, RatingReport, Statement
 from billing.errors import BillingError, StorageError
 from billing.mail import StatementDocuments
 from billing.periods import BillingPeriod
-from billing.statements.allocation import (
-    CostCentreMap,
-    allocate,
-    allocation_csv,
-    centre_totals,
-    load_cost_centres,
-)
-from billing.statements.csv_files import statement_csv, summary_csv
+from billing.statements.allocation import CostCentreMap, load_cost_centres
+from billing.statements.csv_files import statement_csv
 from billing.statements.files import period_folder, safe_stem, write_atomically
-from billing.statements.pdf import StatementRenderer
-from billing.statements.reports import CentreTotal, RunFacts, build_period_report, report_pdf
+from billing.statements.parallel import render_pdfs, render_processes
+from billing.statements.pdf import StatementRenderer, shared_renderer, template_environment
+from billing.statements.period_reports import PeriodReportWriter
+from billing.statements.reports import RunFacts
 
 log = logging.getLogger(__name__)
 
@@ -42,32 +42,48 @@ Progress = Callable[[str], None]
 
 @dataclass(frozen=True)
 class CloseResult:
-    """What a close did: the run, the stored statements and where the files are."""
+    """What a close did: the run, its invoices at a glance and where the files are.
+
+    The statements themselves are not held (a period can have thousands): `statements` reads
+    them back from the database when asked.
+    """
 
     run_id: int
     period: BillingPeriod
-    statements: list[Statement]
+    invoices: list[InvoiceSummary]
     folder: Path
     summary_path: Path
     report: RatingReport
     pages_fetched: int
     emails_sent: int
+    database_url: str
     orgs_without_contact: list[str] = field(default_factory=list)
     org_outcomes: list[dict[str, str]] = field(default_factory=list)
     email_outcomes: dict[str, int] = field(default_factory=dict)
 
     @property
     def drafts(self) -> int:
-        return sum(1 for statement in self.statements if statement.draft)
+        return sum(1 for invoice in self.invoices if invoice.draft)
+
+    @cached_property
+    def statements(self) -> list[Statement]:
+        """The period's live statements as stored now, read on first use."""
+        engine = make_engine(self.database_url)
+        try:
+            with Session(engine) as session:
+                return load_statements(session, self.period)
+        finally:
+            engine.dispose()
 
 
 def render_documents(renderer: StatementRenderer, statement: Statement) -> StatementDocuments:
     """PDF and CSV bytes of one stored statement (rendering never re-rates)."""
+    return documents_of(statement, renderer.pdf(statement))
+
+
+def documents_of(statement: Statement, pdf: bytes) -> StatementDocuments:
     return StatementDocuments(
-        statement=statement,
-        pdf=renderer.pdf(statement),
-        csv=statement_csv(statement),
-        stem=safe_stem(statement.org_id),
+        statement=statement, pdf=pdf, csv=statement_csv(statement), stem=safe_stem(statement.org_id)
     )
 
 
@@ -76,10 +92,37 @@ def write_documents(folder: Path, documents: StatementDocuments) -> None:
     write_atomically(folder, f"{documents.stem}.csv", documents.csv)
 
 
+def report_writer(
+    settings: Settings, folder: Path, period: BillingPeriod, centres: CostCentreMap
+) -> PeriodReportWriter:
+    """The writer of a period's summary.csv, allocation.csv, changes.csv and summary.pdf."""
+    return PeriodReportWriter(
+        folder,
+        str(period),
+        str(period.previous()),
+        centres,
+        issuer_name=settings.issuer_name,
+        swing_threshold_percent=settings.report_swing_percent,
+        top_orgs=settings.report_top_orgs,
+        max_org_rows=settings.report_max_org_rows,
+        templates_dir=settings.templates_dir,
+        locale=settings.locale,
+    )
+
+
+def rendered_statements(
+    settings: Settings, engine: Engine, period: BillingPeriod
+) -> Iterator[StatementDocuments]:
+    """Every live statement of a period with its PDF and CSV, in org-id order, streamed from the
+    database in batches and rendered by BILLING_RENDER_PROCESSES processes."""
+    statements = iter_statements(engine, period)
+    for statement, pdf in render_pdfs(settings, statements, render_processes(settings)):
+        yield documents_of(statement, pdf)
+
+
 def publish_statements(
     settings: Settings,
     period: BillingPeriod,
-    statements: Sequence[Statement],
     run_id: int,
     report: RatingReport,
     pages: int,
@@ -88,8 +131,9 @@ def publish_statements(
     outcome: RunOutcome | None = None,
     org_outcomes: Sequence[dict[str, str]] = (),
 ) -> CloseResult:
-    """Render each statement to PDF and CSV, write the period's reports (summary.csv,
-    summary.pdf, allocation.csv), and send what the outbox holds for them.
+    """Render each stored statement of the period to PDF and CSV, send what the outbox holds
+    for it, and write the period's reports (summary.csv, allocation.csv, changes.csv,
+    summary.pdf), in one streamed pass: one batch of statements is held at a time.
 
     Finalizing queued one delivery per contact; each is sent once (an invoice is `sent` when
     all of its are). Drafts are rendered (marked DRAFT) but never emailed.
@@ -99,40 +143,47 @@ def publish_statements(
     """
     centres = load_cost_centre_map(settings)
     folder = period_folder(settings.output_dir, str(period))
-    renderer = StatementRenderer.from_settings(settings)
     engine = make_engine(settings.database_url)
+    written = 0
     try:
-        with OutboxSender(settings, engine, period, renderer.environment, folder) as outbox:
-            for statement in statements:
-                documents = render_documents(renderer, statement)
+        environment = template_environment(settings.templates_dir, settings.locale)
+        with (
+            report_writer(settings, folder, period, centres) as writer,
+            OutboxSender(settings, engine, period, environment, folder) as outbox,
+        ):
+            for documents in rendered_statements(settings, engine, period):
                 write_documents(folder, documents)
                 outbox.send_for(documents)
-            outbox.send_remaining(lambda stored: render_documents(renderer, stored))
+                writer.add(documents.statement)
+                written += 1
+            renderer = shared_renderer(settings) if outbox.waiting else None
+            if renderer is not None:
+                outbox.send_remaining(lambda stored: render_documents(renderer, stored))
+            with Session(engine) as session:
+                invoices = invoice_summaries(session, period)  # with the states sending set
+                previous = period_org_totals(session, period.previous())
+                facts = run_facts(session, run_id, settings, report, outcome)
+            writer.finish(previous, facts)
         delivery = outbox.report
         for cut_off in delivery.cut_off:
             say(f"email {cut_off} was cut off before the server replied: marked unknown")
         if delivery.messages:
             say(f"emails: {delivery.describe()}")
-        summary_path = write_atomically(folder, "summary.csv", summary_csv(statements))
-        with Session(engine) as session:
-            published = load_statements(session, period)  # with the states sending set
-            previous = load_statements(session, period.previous())
-            facts = run_facts(session, run_id, settings, report, outcome)
     finally:
         engine.dispose()
-    write_period_reports(settings, folder, period, statements, previous, facts, centres)
-    say(f"wrote {len(statements)} statements, the summary and the reports to {folder}")
+    say(f"wrote {written} statements, the summary and the reports to {folder}")
     return CloseResult(
         run_id=run_id,
         period=period,
-        statements=published,
+        invoices=invoices,
         folder=folder,
-        summary_path=summary_path,
+        summary_path=folder / "summary.csv",
         report=report,
         pages_fetched=pages,
         emails_sent=delivery.sent,
+        database_url=settings.database_url,
         email_outcomes=dict(delivery.outcomes),
-        orgs_without_contact=[s.org_id for s in statements if not s.emails],
+        orgs_without_contact=[invoice.org_id for invoice in invoices if not invoice.emails],
         org_outcomes=list(org_outcomes),
     )
 
@@ -186,40 +237,13 @@ def run_facts(
     )
 
 
-def write_period_reports(
-    settings: Settings,
-    folder: Path,
-    period: BillingPeriod,
-    statements: Sequence[Statement],
-    previous: Sequence[Statement],
-    facts: RunFacts | None,
-    centres: CostCentreMap,
-) -> list[Path]:
-    """allocation.csv and summary.pdf beside summary.csv, from stored data only."""
-    rows = allocate(statements, centres)
-    allocation_path = write_atomically(folder, "allocation.csv", allocation_csv(rows))
-    report = build_period_report(
-        str(period),
-        str(period.previous()),
-        statements,
-        previous,
-        facts,
-        [CentreTotal(*values) for values in centre_totals(rows)],
-        issuer_name=settings.issuer_name,
-        swing_threshold_percent=settings.report_swing_percent,
-        top_orgs=settings.report_top_orgs,
-    )
-    pdf = report_pdf(report, settings.templates_dir, settings.locale)
-    return [allocation_path, write_atomically(folder, "summary.pdf", pdf)]
-
-
 @dataclass(frozen=True)
 class RenderResult:
-    """What a re-render wrote: the statements it read back and the files."""
+    """What a re-render wrote: how many statements it read back, and the files."""
 
     period: BillingPeriod
     folder: Path
-    statements: list[Statement]
+    count: int
     files: list[Path]
 
 
@@ -233,28 +257,47 @@ def render_statements(
     """Write a period's statements and reports again from the stored invoices.
 
     Nothing is re-rated, the upstream is never called, no run is recorded and no email is sent.
-    With `org_id` only that org's PDF and CSV are written.
+    With `org_id` only that org's PDF and CSV are written. Statements are streamed in batches
+    as a close does.
     """
     say = progress or log.info
     centres = load_cost_centre_map(settings) if org_id is None else CostCentreMap()
+    folder = period_folder(settings.output_dir, str(period))
     engine = make_engine(settings.database_url)
+    files: list[Path] = []
+    count = 0
     try:
-        with Session(engine) as session:
-            statements = load_statements(session, period, org_id)
+        if org_id is not None:
+            with Session(engine) as session:
+                statements = load_statements(session, period, org_id)
             if not statements:
-                whose = f" of org {org_id}" if org_id is not None else ""
                 raise BillingError(
-                    f"no stored invoices{whose} for {period}: "
+                    f"no stored invoices of org {org_id} for {period}: "
                     f"run billing close --period {period} first"
                 )
-            previous: list[Statement] = []
-            facts: RunFacts | None = None
-            if org_id is None:
-                previous = load_statements(session, period.previous())
+            documents = render_documents(shared_renderer(settings), statements[0])
+            write_documents(folder, documents)
+            files += [folder / f"{documents.stem}.pdf", folder / f"{documents.stem}.csv"]
+            count = 1
+        else:
+            with Session(engine) as session:
+                if not live_invoice_ids(session, period):
+                    raise BillingError(
+                        f"no stored invoices for {period}: "
+                        f"run billing close --period {period} first"
+                    )
+                previous = period_org_totals(session, period.previous())
                 latest = session.execute(
                     select(func.max(col(Invoice.run_id))).where(col(Invoice.period) == str(period))
                 ).scalar_one_or_none()
                 facts = run_facts(session, latest, settings)
+            with report_writer(settings, folder, period, centres) as writer:
+                for documents in rendered_statements(settings, engine, period):
+                    write_documents(folder, documents)
+                    writer.add(documents.statement)
+                    files += [folder / f"{documents.stem}.pdf", folder / f"{documents.stem}.csv"]
+                    count += 1
+                files += writer.finish(previous, facts)
     except SQLAlchemyError as error:
         raise StorageError(
             f"cannot read the invoices of {period} from BILLING_DATABASE_URL: "
@@ -262,17 +305,5 @@ def render_statements(
         ) from None
     finally:
         engine.dispose()
-    folder = period_folder(settings.output_dir, str(period))
-    renderer = StatementRenderer.from_settings(settings)
-    files: list[Path] = []
-    for statement in statements:
-        documents = render_documents(renderer, statement)
-        write_documents(folder, documents)
-        files += [folder / f"{documents.stem}.pdf", folder / f"{documents.stem}.csv"]
-    if org_id is None:
-        files.append(write_atomically(folder, "summary.csv", summary_csv(statements)))
-        files += write_period_reports(
-            settings, folder, period, statements, previous, facts, centres
-        )
-    say(f"re-rendered {len(statements)} statements of {period} into {folder}")
-    return RenderResult(period=period, folder=folder, statements=statements, files=files)
+    say(f"re-rendered {count} statements of {period} into {folder}")
+    return RenderResult(period=period, folder=folder, count=count, files=files)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, localcontext
 from fractions import Fraction
@@ -63,15 +63,12 @@ class UsageAggregate:
         elif peak is not None:
             totals[_MEMORY] += peak * duration
             totals[_PEAK] += peak * duration
-            self.report.results_with_peak_only += 1
-        else:
-            self.report.results_without_memory += 1
         totals[_BYTES_IN] += record.workspace_bytes_in
         totals[_BYTES_OUT] += record.workspace_bytes_out
         totals[_SESSIONS] += record.num_sessions
         totals[_REQUESTS] += record.request_count
         totals[_OPERATIONS] += record.num_operations
-        self.report.usage_results += 1
+        self.report.tally(record)
 
     def add_all(self, records: Iterable[UsageRecord]) -> None:
         with localcontext(WIDE):
@@ -301,3 +298,21 @@ def rate_period(
         invoice.org.org_id for invoice in invoices if not invoice.org.emails
     )
     return invoices
+
+
+def rate_orgs(
+    orgs: Iterable[tuple[str, Iterable[UsageRecord]]],
+    account_for: AccountResolver,
+    card_for: CardResolver,
+    report: RatingReport,
+) -> Iterator[RatedInvoice]:
+    """Rate org by org as each org's usage streams in (each org once, in org-id order), so
+    only one org's totals are held; `report` counts what was read."""
+    for org_id, records in orgs:
+        aggregate = UsageAggregate(report=report)
+        aggregate.add_all(records)
+        account = account_for(org_id)
+        invoice = rate_org(account, card_for(account), aggregate.by_org[org_id])
+        if not invoice.org.emails:
+            report.orgs_without_contact.append(org_id)
+        yield invoice

@@ -20,7 +20,7 @@ from billing.db.repository import (
     RunOutcome,
     start_run,
 )
-from billing.db.snapshots import iter_snapshot, latest_snapshot_run
+from billing.db.snapshots import latest_snapshot_run
 from billing.domain import RatedInvoice, RatingReport
 from billing.errors import BillingError
 from billing.fetching import check_completeness, describe_query, fetch_and_snapshot
@@ -155,7 +155,7 @@ def close_period(
                     finally:
                         outcome.completeness = fetched.completeness
                 stage = Stage(settings, engine, pricing, run_id, outcome, say, now)
-                return stage.rate_store_publish(fetched.aggregate, org_ids, run_id, options)
+                return stage.rate_store_publish(run_id, org_ids, options)
 
             return run_recorded(engine, run_id, work, now)
     finally:
@@ -208,17 +208,11 @@ def rerate_period(
                 )
 
             def work(outcome: RunOutcome) -> CloseResult:
-                aggregate = UsageAggregate()
-                with Session(engine) as session:
-                    aggregate.add_all(iter_snapshot(session, source_id))
-                say(
-                    f"read {aggregate.report.usage_results} usage results "
-                    f"from the snapshot of run {source_id}"
-                )
+                say(f"re-rating the usage read from the snapshot of run {source_id}")
                 outcome.pages_fetched = pages
                 outcome.usage_checksum = checksum
                 stage = Stage(settings, engine, pricing, run_id, outcome, say, now)
-                return stage.rate_store_publish(aggregate, (), source_id, options)
+                return stage.rate_store_publish(source_id, (), options)
 
             return run_recorded(engine, run_id, work, now)
     finally:

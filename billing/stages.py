@@ -5,25 +5,29 @@ from __future__ import annotations
 import dataclasses
 import getpass
 import socket
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
+from itertools import islice
+from typing import Protocol, TypeVar
 
 from sqlalchemy import Engine, select
 from sqlmodel import Session, col
 
 from billing.config import Settings
-from billing.db.ledger import finalize_drafts, store_period
+from billing.db.ledger import OrgOutcome, finalize_drafts, pending_correction_orgs, store_period
 from billing.db.locks import write_transaction
-from billing.db.repository import RunOutcome, finish_run, load_statements, store_daily_usage
+from billing.db.repository import RunOutcome, finish_run, store_daily_usage
+from billing.db.snapshots import iter_snapshot_orgs
 from billing.db.tables import BillingRun, Invoice
-from billing.domain import RatedInvoice, RatingReport, Statement
+from billing.domain import RatedInvoice, RatingReport
 from billing.periods import BillingPeriod
 from billing.pricing import Pricing
 from billing.publishing import CloseResult, Progress, publish_statements
-from billing.rating import UsageAggregate, rate_period
+from billing.rating import rate_orgs
 
+T = TypeVar("T")
 Clock = Callable[[], datetime]
 
 
@@ -83,42 +87,62 @@ class Stage:
     now: Clock
 
     def rate_store_publish(
-        self,
-        aggregate: UsageAggregate,
-        org_ids: Sequence[str],
-        snapshot_run_id: int,
-        options: CloseOptions,
+        self, snapshot_run_id: int, org_ids: Sequence[str], options: CloseOptions
     ) -> CloseResult:
-        """Rate the totals, store drafts in one transaction, finalize, then publish."""
+        """Rate the snapshot org by org and store the drafts batch by batch, all in one
+        transaction (a failure stores nothing); then finalize and publish. Only one batch of
+        rated invoices is held at a time."""
         assert self.pricing is not None
         pricing, outcome = self.pricing, self.outcome
-        outcome.report = aggregate.report
-        rated = rate_period(aggregate, pricing.account_for, pricing.card_for)
-        self.say(f"rated {len(rated)} orgs from {aggregate.report.usage_results} usage results")
-        scope = set(org_ids) or None
-        with write_transaction(self.engine) as session:
+        outcome.report = report = RatingReport()
+        outcomes: list[OrgOutcome] = []
+        cards: set[tuple[str, str, str]] = set()
+        seen: set[str] = set()
+        with write_transaction(self.engine) as session, Session(self.engine) as reading:
             stamp = self.now()
-            outcomes = store_period(
-                session,
-                run_id=self.run_id,
-                period=pricing.period,
-                rated=rated,
-                now=stamp,
-                due_at=self._due(stamp),
-                empty_invoice=pricing.empty_invoice,
-                org_scope=scope,
-                reissue=options.reissue,
+
+            def store(rated: Sequence[RatedInvoice], scope: set[str]) -> None:
+                outcomes.extend(
+                    store_period(
+                        session,
+                        run_id=self.run_id,
+                        period=pricing.period,
+                        rated=rated,
+                        now=stamp,
+                        due_at=self._due(stamp),
+                        empty_invoice=pricing.empty_invoice,
+                        org_scope=scope,
+                        reissue=options.reissue,
+                    )
+                )
+
+            rated = rate_orgs(
+                iter_snapshot_orgs(reading, snapshot_run_id),
+                pricing.account_for,
+                pricing.card_for,
+                report,
             )
+            for batch in in_batches(rated, self.settings.rate_batch_orgs):
+                scope = {invoice.org.org_id for invoice in batch}
+                store(batch, scope)
+                seen |= scope
+                cards |= {card_of(invoice) for invoice in batch}
+            if rest := orgs_to_revisit(session, pricing.period, org_ids) - seen:
+                store([], rest)
             store_daily_usage(session, self.run_id, snapshot_run_id)
+        self.say(f"rated {len(seen)} orgs from {report.usage_results} usage results")
         outcome.org_outcomes = [dataclasses.asdict(item) for item in outcomes]
-        outcome.rate_cards = cards_used(rated)
+        outcome.rate_cards = [
+            {"id": card_id, "version": version, "content_hash": digest}
+            for card_id, version, digest in sorted(cards)
+        ]
         drafted = sum(1 for item in outcomes if item.action in ("drafted", "reissued"))
         self.say(f"stored {drafted} draft invoices of {pricing.period}")
         for item in outcomes:
             if item.action != "drafted":
                 self.say(f"{item.org_id}: {item.action} {item.detail}".rstrip())
         if not options.draft:
-            self.finalize(pricing.period, scope)
+            self.finalize(pricing.period, set(org_ids) or None)
         return self.publish(pricing.period, self.run_id)
 
     def finalize(self, period: BillingPeriod, scope: set[str] | None) -> int:
@@ -138,14 +162,9 @@ class Stage:
     ) -> CloseResult:
         """Render, report and email from the stored invoices; `pages` and the facts come from
         the run that fetched when this one did not (a finalize)."""
-        with Session(self.engine) as session:
-            statements = load_statements(session, period)
-        self.outcome.invoice_count = len(statements)
-        self.outcome.totals = totals_by_currency(statements)
-        return publish_statements(
+        result = publish_statements(
             self.settings,
             period,
-            statements,
             facts_run_id,
             self.outcome.report or RatingReport(),
             self.outcome.pages_fetched if pages is None else pages,
@@ -153,23 +172,61 @@ class Stage:
             outcome=self.outcome,
             org_outcomes=self.outcome.org_outcomes,
         )
+        self.outcome.invoice_count = len(result.invoices)
+        self.outcome.totals = totals_by_currency(result.invoices)
+        return result
 
     def _due(self, issued_at: datetime) -> datetime:
         return issued_at + timedelta(days=self.settings.payment_terms_days)
 
 
+def card_of(invoice: RatedInvoice) -> tuple[str, str, str]:
+    """The rate card an invoice was priced with: id, version and content hash."""
+    card = invoice.rate_card
+    return (card.id, card.version, card.content_hash)
+
+
 def cards_used(rated: Sequence[RatedInvoice]) -> list[dict[str, str]]:
-    cards = {(i.rate_card.id, i.rate_card.version, i.rate_card.content_hash): None for i in rated}
     return [
         {"id": card_id, "version": version, "content_hash": digest}
-        for card_id, version, digest in sorted(cards)
+        for card_id, version, digest in sorted({card_of(invoice) for invoice in rated})
     ]
 
 
-def totals_by_currency(statements: Sequence[Statement]) -> dict[str, str]:
+def in_batches(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """Consecutive lists of `size` items (the last may be shorter), drawn lazily."""
+    iterator = iter(items)
+    while batch := list(islice(iterator, size)):
+        yield batch
+
+
+def orgs_to_revisit(session: Session, period: BillingPeriod, org_ids: Sequence[str]) -> set[str]:
+    """The orgs a close must look at even without usage now: those with a live invoice of the
+    period or corrections waiting for it (a partial close: only its own orgs)."""
+    if org_ids:
+        return set(org_ids)
+    invoiced = session.execute(
+        select(col(Invoice.org_id)).where(
+            col(Invoice.period) == str(period), col(Invoice.status) != "void"
+        )
+    ).scalars()
+    return set(invoiced) | pending_correction_orgs(session, period, None)
+
+
+class Priced(Protocol):
+    """Anything with a currency and a total: a statement, an invoice summary."""
+
+    @property
+    def currency(self) -> str: ...
+
+    @property
+    def total(self) -> Decimal: ...
+
+
+def totals_by_currency(invoices: Iterable[Priced]) -> dict[str, str]:
     totals: dict[str, Decimal] = {}
-    for statement in statements:
-        totals[statement.currency] = totals.get(statement.currency, Decimal(0)) + statement.total
+    for invoice in invoices:
+        totals[invoice.currency] = totals.get(invoice.currency, Decimal(0)) + invoice.total
     return {currency: str(total) for currency, total in sorted(totals.items())}
 
 

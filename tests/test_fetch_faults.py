@@ -22,6 +22,7 @@ from billing.errors import UpstreamUnavailable, UsageContractError
 from billing.periods import BillingPeriod
 from billing.publishing import CloseResult
 from billing.services import close_period
+from billing.usage import result_index
 from billing.usage.client import FetchStats, UsageClient, UsageQuery
 from billing.usage.emulator import running_emulator
 from billing.usage.faults import FaultKind, FaultPlan, PageFault
@@ -110,6 +111,16 @@ def test_a_duplicated_page_is_billed_once_and_counted(clean: Fetched) -> None:
     assert fetched.records == clean.records
     assert fetched.stats.duplicate_results == clean.page_sizes[1] > 0
     assert fetched.page_sizes == [*clean.page_sizes[:2], 0, *clean.page_sizes[2:]]
+    assert fetched.stats.results == clean.records.total()
+
+
+def test_a_duplicated_page_is_found_with_the_result_index_on_disk(
+    clean: Fetched, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(result_index, "SPILL_AFTER", 7)  # the originals are spilled by page 3
+    fetched = fetch_with(faults(("duplicate-page", 2, 1)))
+    assert fetched.records == clean.records
+    assert fetched.stats.duplicate_results == clean.page_sizes[1] > 7
     assert fetched.stats.results == clean.records.total()
 
 

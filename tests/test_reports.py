@@ -280,7 +280,7 @@ def test_render_rewrites_identical_files_without_a_run_or_the_upstream(
     assert {path.name for path in folder.glob("*.csv")} == set(before)
     assert {path.name: path.read_bytes() for path in folder.glob("*.csv")} == before
     assert {path.name: pdf_text(path) for path in folder.glob("org-*.pdf")} == pdfs
-    assert len(rendered.statements) == 4
+    assert rendered.count == 4
     assert count(sqlite_url, "billing_run") == runs
     assert sorted((folder / "emails").glob("*.eml")) == emails
 
@@ -300,3 +300,24 @@ def test_render_rewrites_identical_files_without_a_run_or_the_upstream(
     assert "re-rendered 1 statements" in cli.output
     assert one_org.read_bytes() == before["org-0002.csv"]
     assert count(sqlite_url, "billing_run") == runs
+
+
+def test_allocation_rows_do_not_depend_on_the_order_of_the_statements() -> None:
+    centres = CostCentreMap(api_keys={"key-a-1": "research"}, orgs={"org-b": "emea"})
+    statements = two_statements()
+    rows = allocate(statements, centres)
+    assert allocate(list(reversed(statements)), centres) == rows
+    assert [(row.currency, row.cost_centre, row.org_id) for row in rows] == [
+        ("EUR", "emea", "org-b"),
+        ("EUR", "emea", "org-b"),
+        ("USD", "research", "org-a"),
+        ("USD", UNALLOCATED, "org-a"),
+        ("USD", UNALLOCATED, "org-a"),
+        ("USD", UNALLOCATED, "org-a"),
+    ]
+    # within an org: by API key, then user, the missing ones last
+    assert [(row.api_key_id, row.user_id) for row in rows if row.cost_centre == UNALLOCATED] == [
+        ("key-a-2", "user-a-1"),
+        ("key-a-2", "user-a-2"),
+        (None, None),
+    ]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -130,48 +130,52 @@ class AllocationRow:
     mapped_by: str
 
 
-def allocate(statements: Sequence[Statement], centres: CostCentreMap) -> list[AllocationRow]:
-    """Regroup every line item by cost centre; the rows sum to the invoices' totals exactly."""
-    grouped: dict[tuple[str, str, str | None, str | None, str], list[Decimal]] = defaultdict(list)
-    mapped_by: dict[tuple[str, str, str | None, str | None, str], str] = {}
-    by_org: Mapping[str, Statement] = {statement.org_id: statement for statement in statements}
-    for statement in statements:
-        for line in statement.lines:
-            centre, reason = centres.centre_for(statement.org_id, line.api_key_id, line.user_id)
-            key = (centre, statement.org_id, line.api_key_id, line.user_id, statement.currency)
-            grouped[key].append(line.amount)
-            mapped_by[key] = reason
+def org_allocation(statement: Statement, centres: CostCentreMap) -> list[AllocationRow]:
+    """One invoice's line items regrouped by cost centre, API key and user, in the order of
+    allocation.csv within the org (API key, then user; missing ones last)."""
+    grouped: dict[tuple[str | None, str | None], list[Decimal]] = defaultdict(list)
+    decided: dict[tuple[str | None, str | None], tuple[str, str]] = {}
+    for line in statement.lines:
+        key = (line.api_key_id, line.user_id)
+        grouped[key].append(line.amount)
+        decided[key] = centres.centre_for(statement.org_id, line.api_key_id, line.user_id)
     rows = [
         AllocationRow(
-            cost_centre=centre,
-            org_id=org_id,
-            org_name=by_org[org_id].org_name,
-            invoice_number=by_org[org_id].invoice_number,
+            cost_centre=decided[(api_key_id, user_id)][0],
+            org_id=statement.org_id,
+            org_name=statement.org_name,
+            invoice_number=statement.invoice_number,
             api_key_id=api_key_id,
             user_id=user_id,
-            currency=currency,
+            currency=statement.currency,
             billed_cost=sum(amounts, Decimal(0)),
             line_items=len(amounts),
-            mapped_by=mapped_by[(centre, org_id, api_key_id, user_id, currency)],
+            mapped_by=decided[(api_key_id, user_id)][1],
         )
-        for (centre, org_id, api_key_id, user_id, currency), amounts in grouped.items()
+        for (api_key_id, user_id), amounts in grouped.items()
     ]
-    rows.sort(
-        key=lambda row: (
-            row.currency,
-            row.cost_centre == UNALLOCATED,
-            row.cost_centre,
-            row.org_id,
-            row.api_key_id is None,
-            row.api_key_id or "",
-            row.user_id is None,
-            row.user_id or "",
-        )
-    )
+    rows.sort(key=_within_org)
     return rows
 
 
-def centre_totals(rows: Sequence[AllocationRow]) -> list[tuple[str, str, Decimal]]:
+def _within_org(row: AllocationRow) -> tuple[bool, str, bool, str]:
+    return (row.api_key_id is None, row.api_key_id or "", row.user_id is None, row.user_id or "")
+
+
+def bucket_order(currency: str, cost_centre: str) -> tuple[str, bool, str]:
+    """Where a (currency, cost centre) block stands in allocation.csv: by currency, then cost
+    centre with `unallocated` last."""
+    return (currency, cost_centre == UNALLOCATED, cost_centre)
+
+
+def allocate(statements: Sequence[Statement], centres: CostCentreMap) -> list[AllocationRow]:
+    """Regroup every line item by cost centre; the rows sum to the invoices' totals exactly."""
+    rows = [row for statement in statements for row in org_allocation(statement, centres)]
+    rows.sort(key=lambda row: (*bucket_order(row.currency, row.cost_centre), row.org_id))
+    return rows
+
+
+def centre_totals(rows: Iterable[AllocationRow]) -> list[tuple[str, str, Decimal]]:
     """(currency, cost centre, total) in the order of the rows."""
     totals: dict[tuple[str, str], Decimal] = {}
     for row in rows:
@@ -180,23 +184,22 @@ def centre_totals(rows: Sequence[AllocationRow]) -> list[tuple[str, str, Decimal
     return [(currency, centre, total) for (currency, centre), total in totals.items()]
 
 
-def allocation_csv(rows: Sequence[AllocationRow]) -> bytes:
-    """One row per cost centre, org, API key, user and currency; plain numbers."""
-    return to_csv(
-        ALLOCATION_COLUMNS,
-        (
-            (
-                neutralise(row.cost_centre),
-                neutralise(row.org_id),
-                neutralise(row.org_name),
-                neutralise(row.invoice_number),
-                neutralise(row.api_key_id),
-                neutralise(row.user_id),
-                neutralise(row.currency),
-                format(row.billed_cost, "f"),
-                str(row.line_items),
-                row.mapped_by,
-            )
-            for row in rows
-        ),
+def allocation_cells(row: AllocationRow) -> tuple[str, ...]:
+    """One row of allocation.csv (ALLOCATION_COLUMNS): safe text cells, plain numbers."""
+    return (
+        neutralise(row.cost_centre),
+        neutralise(row.org_id),
+        neutralise(row.org_name),
+        neutralise(row.invoice_number),
+        neutralise(row.api_key_id),
+        neutralise(row.user_id),
+        neutralise(row.currency),
+        format(row.billed_cost, "f"),
+        str(row.line_items),
+        row.mapped_by,
     )
+
+
+def allocation_csv(rows: Iterable[AllocationRow]) -> bytes:
+    """One row per cost centre, org, API key, user and currency; plain numbers."""
+    return to_csv(ALLOCATION_COLUMNS, (allocation_cells(row) for row in rows))

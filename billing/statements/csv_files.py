@@ -166,19 +166,20 @@ def statement_csv(statement: Statement) -> bytes:
     return to_csv(STATEMENT_COLUMNS, rows)
 
 
+def summary_row(statement: Statement) -> tuple[str, ...]:
+    """One org's row of summary.csv (SUMMARY_COLUMNS)."""
+    return (
+        neutralise(statement.org_id),
+        neutralise(statement.org_name),
+        neutralise(statement.invoice_number),
+        neutralise(statement.currency),
+        _plain(statement.total),
+        str(len(statement.lines)),
+        neutralise("; ".join(statement.emails)) or "(no contact)",
+        neutralise(f"{statement.rate_card_id}@{statement.rate_card_version}"),
+    )
+
+
 def summary_csv(statements: Sequence[Statement]) -> bytes:
     """One row per org: the period at a glance for finance."""
-    rows = (
-        (
-            neutralise(statement.org_id),
-            neutralise(statement.org_name),
-            neutralise(statement.invoice_number),
-            neutralise(statement.currency),
-            _plain(statement.total),
-            str(len(statement.lines)),
-            neutralise("; ".join(statement.emails)) or "(no contact)",
-            neutralise(f"{statement.rate_card_id}@{statement.rate_card_version}"),
-        )
-        for statement in statements
-    )
-    return to_csv(SUMMARY_COLUMNS, rows)
+    return to_csv(SUMMARY_COLUMNS, (summary_row(statement) for statement in statements))

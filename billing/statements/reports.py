@@ -1,16 +1,19 @@
-"""The period run report (summary.pdf): plain report data, an inline SVG chart, and its PDF."""
+"""The period run report (summary.pdf): its data tallied one statement at a time in bounded
+memory, an inline SVG chart, and its PDF."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 from html import escape
 from pathlib import Path
+from typing import Generic, TypeVar
 
+from babel.numbers import format_decimal
 from markupsafe import Markup
 
-from billing.domain import Statement
+from billing.domain import OrgTotal, Statement
 from billing.errors import OutputError
 from billing.statements import formatting
 from billing.statements.pdf import (
@@ -27,6 +30,8 @@ NEW, GONE, SWING, FROM_ZERO, CURRENCY_CHANGED = (
     "from zero",
     "currency changed",
 )
+
+Item = TypeVar("Item")
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,23 +92,67 @@ class CentreTotal:
     total: Decimal
 
 
+@dataclass(frozen=True, slots=True)
+class OrgRow:
+    """One invoice as the report's per-org tables show it: a few facts, not the statement."""
+
+    org_id: str
+    org_name: str
+    invoice_number: str
+    rate_card_id: str
+    rate_card_version: str
+    currency: str
+    total: Decimal
+
+
+def org_row(statement: Statement) -> OrgRow:
+    return OrgRow(
+        statement.org_id,
+        statement.org_name,
+        statement.invoice_number,
+        statement.rate_card_id,
+        statement.rate_card_version,
+        statement.currency,
+        statement.total,
+    )
+
+
+def org_total(statement: Statement) -> OrgTotal:
+    return OrgTotal(statement.org_id, statement.org_name, statement.currency, statement.total)
+
+
 @dataclass(frozen=True)
 class PeriodReport:
-    """Everything summary.pdf shows, as plain data built by the service layer."""
+    """Everything summary.pdf shows, as plain data built by the service layer.
+
+    The per-org tables hold at most the report's bound of rows; `invoice_count`,
+    `change_count` and `without_contact_count` say how many there are in all (summary.csv and
+    changes.csv have every org).
+    """
 
     period: str
     previous_period: str
     issuer_name: str
-    statements: tuple[Statement, ...]
+    org_rows: tuple[OrgRow, ...]
+    invoice_count: int
     currency_totals: tuple[CurrencyTotal, ...]
     meter_totals: tuple[MeterTotal, ...]
     changes: tuple[OrgChange, ...]
+    change_count: int
+    flagged_count: int
     swing_threshold_percent: Decimal
-    orgs_without_contact: tuple[Statement, ...]
+    orgs_without_contact: tuple[OrgRow, ...]
+    without_contact_count: int
     centre_totals: tuple[CentreTotal, ...]
     run: RunFacts | None
     warnings: tuple[str, ...]
+    chart_rows: tuple[OrgRow, ...] = ()
     top_orgs: int = 10
+
+    @property
+    def statements(self) -> tuple[OrgRow, ...]:
+        """The org rows, under the name report.html overrides written before the bound use."""
+        return self.org_rows
 
     @property
     def flagged(self) -> tuple[OrgChange, ...]:
@@ -114,92 +163,230 @@ def _percent(change: Decimal, previous: Decimal) -> Decimal:
     return (change / previous * 100).quantize(Decimal("0.1"), rounding=ROUND_HALF_UP)
 
 
+def org_changes(
+    current: Iterable[OrgTotal], previous: Iterable[OrgTotal], threshold_percent: Decimal
+) -> Iterator[OrgChange]:
+    """Per org, in org order: this period's total against the previous one, flagged when new,
+    gone, or the change is larger than `threshold_percent` (in either direction)."""
+    now = {total.org_id: total for total in current}
+    before = {total.org_id: total for total in previous}
+    for org_id in sorted(now.keys() | before.keys()):
+        this, last = now.get(org_id), before.get(org_id)
+        if last is None:
+            assert this is not None
+            yield OrgChange(org_id, this.org_name, this.currency, None, this.total, None, None, NEW)
+        elif this is None:
+            yield OrgChange(
+                org_id, last.org_name, last.currency, last.total, None, None, None, GONE
+            )
+        elif this.currency != last.currency:
+            yield OrgChange(
+                org_id,
+                this.org_name,
+                this.currency,
+                last.total,
+                this.total,
+                None,
+                None,
+                CURRENCY_CHANGED,
+            )
+        else:
+            change = this.total - last.total
+            percent: Decimal | None = None
+            if last.total == 0:
+                flag = FROM_ZERO if change else ""
+            else:
+                flag = SWING if abs(change / last.total * 100) > threshold_percent else ""
+                percent = _percent(change, last.total)
+            yield OrgChange(
+                org_id, this.org_name, this.currency, last.total, this.total, change, percent, flag
+            )
+
+
 def month_over_month(
     current: Sequence[Statement], previous: Sequence[Statement], threshold_percent: Decimal
 ) -> tuple[OrgChange, ...]:
-    """Per org: this period's total against the previous one, flagged when new, gone, or the
-    change is larger than `threshold_percent` (in either direction)."""
-    now = {statement.org_id: statement for statement in current}
-    before = {statement.org_id: statement for statement in previous}
-    changes = []
-    for org_id in sorted(now.keys() | before.keys()):
-        this, last = now.get(org_id), before.get(org_id)
-        shown = this or last
-        assert shown is not None
-        if last is None:
-            changes.append(
-                OrgChange(
-                    org_id, shown.org_name, shown.currency, None, shown.total, None, None, NEW
-                )
-            )
-            continue
-        if this is None:
-            changes.append(
-                OrgChange(
-                    org_id, shown.org_name, shown.currency, last.total, None, None, None, GONE
-                )
-            )
-            continue
-        if this.currency != last.currency:
-            changes.append(
-                OrgChange(
-                    org_id,
-                    this.org_name,
-                    this.currency,
-                    last.total,
-                    this.total,
-                    None,
-                    None,
-                    CURRENCY_CHANGED,
-                )
-            )
-            continue
-        change = this.total - last.total
-        if last.total == 0:
-            flag = FROM_ZERO if change else ""
-            percent = None
-        else:
-            exact = abs(change / last.total * 100)
-            flag = SWING if exact > threshold_percent else ""
-            percent = _percent(change, last.total)
-        changes.append(
-            OrgChange(
-                org_id, this.org_name, this.currency, last.total, this.total, change, percent, flag
-            )
-        )
-    return tuple(changes)
+    """`org_changes` of two periods' statements."""
+    return tuple(org_changes(map(org_total, current), map(org_total, previous), threshold_percent))
 
 
-def currency_totals(statements: Sequence[Statement]) -> tuple[CurrencyTotal, ...]:
-    totals: dict[str, tuple[Decimal, int]] = {}
-    for statement in statements:
-        total, count = totals.get(statement.currency, (Decimal(0), 0))
-        totals[statement.currency] = (total + statement.total, count + 1)
-    return tuple(
-        CurrencyTotal(currency, total, count) for currency, (total, count) in sorted(totals.items())
-    )
+class Leading(Generic[Item]):
+    """The first `limit` of the items added, ordered by `key`, in memory bounded by the limit
+    (None keeps every item); `count` is how many were added."""
+
+    def __init__(self, limit: int | None, key: Callable[[Item], tuple[object, ...]]) -> None:
+        self._limit = limit
+        self._key = key
+        self._items: list[Item] = []
+        self.count = 0
+
+    def add(self, item: Item) -> None:
+        self.count += 1
+        self._items.append(item)
+        if self._limit is not None and len(self._items) >= 2 * self._limit + 32:
+            self._trim()
+
+    def _trim(self) -> None:
+        self._items.sort(key=self._key)
+        if self._limit is not None:
+            del self._items[self._limit :]
+
+    def items(self) -> list[Item]:
+        """The kept items, in `key` order."""
+        self._trim()
+        return list(self._items)
 
 
-def meter_totals(statements: Sequence[Statement]) -> tuple[MeterTotal, ...]:
-    """Charges summed per currency and meter; the charges of an invoice sum to its total."""
-    totals: dict[tuple[str, str], tuple[str, Decimal, int]] = {}
-    for statement in statements:
+def _largest_first(row: OrgRow) -> tuple[object, ...]:
+    return (-row.total, row.org_id)
+
+
+def _change_size(change: OrgChange) -> Decimal:
+    if change.change is not None:
+        return abs(change.change)
+    return max(abs(change.previous or Decimal(0)), abs(change.current or Decimal(0)))
+
+
+def _change_priority(change: OrgChange) -> tuple[object, ...]:
+    """Flagged changes first, then by size of change (amounts compared as numbers)."""
+    return (not change.flag, -_change_size(change), change.org_id)
+
+
+def _shared_out(ranked: dict[str, list[OrgRow]], limit: int) -> tuple[OrgRow, ...]:
+    """At most `limit` rows taken rank by rank across currencies (amounts in different
+    currencies are not comparable), shown by currency, largest first."""
+    candidates = [
+        (rank, currency, row) for currency, rows in ranked.items() for rank, row in enumerate(rows)
+    ]
+    candidates.sort(key=lambda candidate: (candidate[0], candidate[1]))
+    chosen = [row for _rank, _currency, row in candidates[:limit]]
+    return tuple(sorted(chosen, key=lambda row: (row.currency, -row.total, row.org_id)))
+
+
+class ChangeSelection:
+    """The month-over-month rows summary.pdf shows: every org while they fit the bound (in org
+    order), else flagged changes first, by size of change, up to the bound."""
+
+    def __init__(self, bound: int | None) -> None:
+        self._bound = bound
+        self._kept: Leading[OrgChange] = Leading(bound, _change_priority)
+        self.flagged = 0
+
+    @property
+    def count(self) -> int:
+        return self._kept.count
+
+    def add(self, change: OrgChange) -> None:
+        self._kept.add(change)
+        self.flagged += bool(change.flag)
+
+    def rows(self) -> tuple[OrgChange, ...]:
+        kept = self._kept.items()
+        if self._bound is None or self.count <= self._bound:
+            kept.sort(key=lambda change: change.org_id)
+        return tuple(kept)
+
+
+class ReportTally:
+    """What summary.pdf needs of a period, gathered one statement at a time: totals by
+    currency and meter, and per currency the largest invoices with and without a billing
+    contact, never more than `max_org_rows` (or `top_orgs`) of each (None: every invoice)."""
+
+    def __init__(self, max_org_rows: int | None, top_orgs: int) -> None:
+        self._bound = max_org_rows
+        self._top_orgs = top_orgs
+        self._keep = None if max_org_rows is None else max(max_org_rows, top_orgs)
+        self._largest: dict[str, Leading[OrgRow]] = {}
+        self._without_contact: dict[str, Leading[OrgRow]] = {}
+        self._currencies: dict[str, tuple[Decimal, int]] = {}
+        # (currency, meter) -> (description, org whose description it is, amount, charges)
+        self._meters: dict[tuple[str, str], tuple[str, str, Decimal, int]] = {}
+
+    def add(self, statement: Statement) -> None:
+        row = org_row(statement)
+        currency = row.currency
+        total, count = self._currencies.get(currency, (Decimal(0), 0))
+        self._currencies[currency] = (total + row.total, count + 1)
         for charge in statement.charges:
             meter, label = charge.meter, charge.description
             if charge.is_correction:
                 meter, label = f"{meter}:correction", f"Corrections: {label}"
-            key = (statement.currency, meter)
-            description, amount, count = totals.get(key, (label, Decimal(0), 0))
-            totals[key] = (description, amount + charge.amount, count + 1)
-    return tuple(
-        MeterTotal(currency, meter, description, amount, count)
-        for (currency, meter), (description, amount, count) in sorted(totals.items())
-    )
+            key = (currency, meter)
+            description, owner, amount, charges = self._meters.get(
+                key, (label, row.org_id, Decimal(0), 0)
+            )
+            if row.org_id < owner:  # the first org's description, whatever the order
+                description, owner = label, row.org_id
+            self._meters[key] = (description, owner, amount + charge.amount, charges + 1)
+        self._largest.setdefault(currency, Leading(self._keep, _largest_first)).add(row)
+        if not statement.emails:
+            self._without_contact.setdefault(currency, Leading(self._bound, _largest_first)).add(
+                row
+            )
+
+    @property
+    def invoice_count(self) -> int:
+        return sum(count for _total, count in self._currencies.values())
+
+    @property
+    def without_contact_count(self) -> int:
+        return sum(kept.count for kept in self._without_contact.values())
+
+    def _bounded(self, kept: dict[str, Leading[OrgRow]], count: int) -> tuple[OrgRow, ...]:
+        ranked = {currency: kept[currency].items() for currency in sorted(kept)}
+        if self._bound is None or count <= self._bound:
+            every = (row for rows in ranked.values() for row in rows)
+            return tuple(sorted(every, key=lambda row: row.org_id))
+        return _shared_out(ranked, self._bound)
+
+    def report(
+        self,
+        period: str,
+        previous_period: str,
+        changes: ChangeSelection,
+        run: RunFacts | None,
+        centre_totals: Sequence[CentreTotal],
+        *,
+        issuer_name: str,
+        swing_threshold_percent: Decimal,
+    ) -> PeriodReport:
+        """The report of what was added, with the month-over-month rows and cost centres."""
+        without_contact = self.without_contact_count
+        return PeriodReport(
+            period=period,
+            previous_period=previous_period,
+            issuer_name=issuer_name,
+            org_rows=self._bounded(self._largest, self.invoice_count),
+            invoice_count=self.invoice_count,
+            currency_totals=tuple(
+                CurrencyTotal(currency, total, count)
+                for currency, (total, count) in sorted(self._currencies.items())
+            ),
+            meter_totals=tuple(
+                MeterTotal(currency, meter, description, amount, count)
+                for (currency, meter), (description, _owner, amount, count) in sorted(
+                    self._meters.items()
+                )
+            ),
+            changes=changes.rows(),
+            change_count=changes.count,
+            flagged_count=changes.flagged,
+            swing_threshold_percent=swing_threshold_percent,
+            orgs_without_contact=self._bounded(self._without_contact, without_contact),
+            without_contact_count=without_contact,
+            centre_totals=tuple(centre_totals),
+            run=run,
+            warnings=run_warnings(period, run, without_contact),
+            chart_rows=tuple(
+                row
+                for currency in sorted(self._largest)
+                for row in self._largest[currency].items()[: self._top_orgs]
+            ),
+            top_orgs=self._top_orgs,
+        )
 
 
-def run_warnings(
-    period: str, run: RunFacts | None, statements: Sequence[Statement]
-) -> tuple[str, ...]:
+def run_warnings(period: str, run: RunFacts | None, without_contact: int) -> tuple[str, ...]:
     """The lines finance should read before sending anything on."""
     warnings = []
     if run is None:
@@ -231,7 +418,6 @@ def run_warnings(
         )
     elif run.completeness != "passed":
         warnings.append(f"Completeness check: {run.completeness}.")
-    without_contact = sum(1 for statement in statements if not statement.emails)
     if without_contact:
         warnings.append(f"{without_contact} orgs have no billing contact and get no email.")
     return tuple(warnings)
@@ -248,23 +434,24 @@ def build_period_report(
     issuer_name: str,
     swing_threshold_percent: Decimal,
     top_orgs: int = 10,
+    max_org_rows: int | None = None,
 ) -> PeriodReport:
-    """The report of a period from its stored statements and the previous period's."""
-    ordered = tuple(sorted(statements, key=lambda statement: statement.org_id))
-    return PeriodReport(
-        period=period,
-        previous_period=previous_period,
+    """The report of a period from its statements and the previous period's (all in memory;
+    `billing.statements.period_reports` streams them instead)."""
+    tally = ReportTally(max_org_rows, top_orgs)
+    for statement in statements:
+        tally.add(statement)
+    changes = ChangeSelection(max_org_rows)
+    for change in month_over_month(statements, previous, swing_threshold_percent):
+        changes.add(change)
+    return tally.report(
+        period,
+        previous_period,
+        changes,
+        run,
+        centre_totals,
         issuer_name=issuer_name,
-        statements=ordered,
-        currency_totals=currency_totals(ordered),
-        meter_totals=meter_totals(ordered),
-        changes=month_over_month(ordered, previous, swing_threshold_percent),
         swing_threshold_percent=swing_threshold_percent,
-        orgs_without_contact=tuple(s for s in ordered if not s.emails),
-        centre_totals=tuple(centre_totals),
-        run=run,
-        warnings=run_warnings(period, run, ordered),
-        top_orgs=top_orgs,
     )
 
 
@@ -312,8 +499,8 @@ def top_org_charts(report: PeriodReport, locale: str) -> list[tuple[str, Markup]
     charts = []
     for currency_total in report.currency_totals:
         ranked = sorted(
-            (s for s in report.statements if s.currency == currency_total.currency),
-            key=lambda statement: (-statement.total, statement.org_id),
+            (row for row in report.chart_rows if row.currency == currency_total.currency),
+            key=_largest_first,
         )[: report.top_orgs]
         bars = [
             (
@@ -336,6 +523,7 @@ def report_html(report: PeriodReport, override_dir: Path | None, locale: str) ->
         charts=top_org_charts(report, locale),
         centre_rows=report.centre_totals,
         zero=Decimal(0),
+        number=lambda count: format_decimal(count, locale=locale),
     )
 
 

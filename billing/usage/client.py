@@ -1,8 +1,8 @@
 """The MKA1 usage API over httpx: pagination, bounded retries, strict validation per page.
 
 Pages stream one at a time; across a fetch the client keeps only the cursors it followed and a
-compact digest per result, so that a repeated cursor stops the fetch and a replayed result is
-billed once (see FetchStats).
+digest per result (spilled to a temporary file beyond a bound, see result_index), so that a
+repeated cursor stops the fetch and a replayed result is billed once (see FetchStats).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from email.utils import parsedate_to_datetime
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -43,6 +43,7 @@ from billing.usage.contract import (
     UsagePageModel,
     UsageResultModel,
 )
+from billing.usage.result_index import KEY_BYTES, ResultIndex, ResultKind
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +52,6 @@ MAX_PAGES = 100_000
 BUCKET_WIDTHS = ("1m", "1h", "1d")
 BILLING_GROUP_BY = ("org_id", "api_key_id", "user_id")
 ECHOED_INPUT_CHARS = 80
-
-ResultKind = Literal["new", "duplicate", "conflicting"]
 
 
 @dataclass(frozen=True)
@@ -151,29 +150,11 @@ class _Transient(Exception):
         self.unreadable_body = unreadable_body
 
 
-class _ResultIndex:
-    """The results of one fetch as digests: key digest -> digest of the values (compact ints)."""
-
-    def __init__(self) -> None:
-        self._values_by_key: dict[int, int] = {}
-
-    def classify(self, key: tuple[object, ...], result: UsageResultModel) -> ResultKind:
-        """How a result relates to those already fetched.
-
-        "new" the first time its key is seen, "duplicate" for an identical replay, and
-        "conflicting" when the key comes back with other values.
-        """
-        key_digest = _digest(repr(key), 16)
-        values_digest = _digest(result.model_dump_json(), 8)
-        known = self._values_by_key.get(key_digest)
-        if known is None:
-            self._values_by_key[key_digest] = values_digest
-            return "new"
-        return "duplicate" if known == values_digest else "conflicting"
-
-
-def _digest(text: str, size: int) -> int:
-    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=size).digest(), "big")
+def _classify(index: ResultIndex, key: tuple[object, ...], result: UsageResultModel) -> ResultKind:
+    """How a result relates to those already fetched, by digests of its key and its values."""
+    key_digest = hashlib.blake2b(repr(key).encode(), digest_size=KEY_BYTES).digest()
+    values = hashlib.blake2b(result.model_dump_json().encode(), digest_size=8).digest()
+    return index.classify(key_digest, int.from_bytes(values, "big"))
 
 
 class UsageClient:
@@ -225,18 +206,21 @@ class UsageClient:
         Results already fetched (a replayed page) are dropped and counted in `stats`.
         """
         self.stats = FetchStats()
-        index = _ResultIndex()
+        index = ResultIndex()
         seen_cursors: set[str] = set()
         url = self._base_url + USAGE_PATH
         params: dict[str, str] | None = query.params()
-        for number in range(1, self._max_pages + 1):
-            body, digest = self._get_with_retries(url, params, number)
-            page = self._validate(body, number, query)
-            yield UsagePage(number, self._new_records_page(page, number, index), digest)
-            if not page.has_more:
-                return
-            cursor = self._next_cursor(page, number, seen_cursors)
-            url, params = self._next_request(query, cursor, number)
+        try:
+            for number in range(1, self._max_pages + 1):
+                body, digest = self._get_with_retries(url, params, number)
+                page = self._validate(body, number, query)
+                yield UsagePage(number, self._new_records_page(page, number, index), digest)
+                if not page.has_more:
+                    return
+                cursor = self._next_cursor(page, number, seen_cursors)
+                url, params = self._next_request(query, cursor, number)
+        finally:
+            index.close()
         raise UsageContractError(
             f"usage page {self._max_pages}: the upstream still has more after "
             f"{self._max_pages} pages (the max_pages limit); the pagination may loop, report it"
@@ -247,7 +231,7 @@ class UsageClient:
             yield from page.records
 
     def _new_records_page(
-        self, page: UsagePageModel, number: int, index: _ResultIndex
+        self, page: UsagePageModel, number: int, index: ResultIndex
     ) -> list[UsageRecord]:
         records: list[UsageRecord] = []
         kinds: dict[ResultKind, int] = {"new": 0, "duplicate": 0, "conflicting": 0}
@@ -492,7 +476,7 @@ def _check_bucket_in_query(
 
 
 def _classified_records(
-    page: UsagePageModel, number: int, index: _ResultIndex
+    page: UsagePageModel, number: int, index: ResultIndex
 ) -> Iterator[tuple[ResultKind, UsageRecord]]:
     """The page's results as records, each classified against the results already fetched."""
     for bucket_index, bucket in enumerate(page.data):
@@ -503,7 +487,7 @@ def _classified_records(
                     f"data.{bucket_index}.results.{result_index}.org_id: "
                     "missing; the fetch must group by org_id"
                 )
-            kind = index.classify(_result_key(bucket, result), result)
+            kind = _classify(index, _result_key(bucket, result), result)
             yield kind, _record(bucket, result, result.org_id)
 
 

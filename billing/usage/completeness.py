@@ -5,8 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from billing.domain import TOTALS_FIELDS, UsageRecord
-from billing.rating import UsageAggregate
+from billing.domain import UsageRecord
 
 CHECKED_FIELDS = ("duration_ms", "workspace_bytes_in", "workspace_bytes_out", "num_sessions")
 
@@ -28,25 +27,18 @@ class OrgDifference:
         )
 
 
-def grouped_org_totals(aggregate: UsageAggregate) -> dict[str, dict[str, int]]:
-    """Per-org sums of the checked fields from the grouped (billing) fetch."""
-    indices = {name: TOTALS_FIELDS.index(name) for name in CHECKED_FIELDS}
-    totals: dict[str, dict[str, int]] = {}
-    for org_id, keys in aggregate.by_org.items():
-        totals[org_id] = {
-            name: sum(int(values[index]) for values in keys.values())
-            for name, index in indices.items()
-        }
-    return totals
+def add_org_totals(totals: dict[str, dict[str, int]], records: Iterable[UsageRecord]) -> None:
+    """Add records to per-org sums of the checked fields (a few integers per org)."""
+    for record in records:
+        org = totals.setdefault(record.org_id, dict.fromkeys(CHECKED_FIELDS, 0))
+        for name in CHECKED_FIELDS:
+            org[name] += getattr(record, name)
 
 
 def reference_org_totals(records: Iterable[UsageRecord]) -> dict[str, dict[str, int]]:
     """Per-org sums of the checked fields from the org-only fetch."""
     totals: dict[str, dict[str, int]] = {}
-    for record in records:
-        org = totals.setdefault(record.org_id, dict.fromkeys(CHECKED_FIELDS, 0))
-        for name in CHECKED_FIELDS:
-            org[name] += getattr(record, name)
+    add_org_totals(totals, records)
     return totals
 
 

@@ -1,0 +1,96 @@
+"""The results a fetch has kept, as digests, in bounded memory: recent ones in a dict, the rest
+spilled to a private temporary SQLite file."""
+
+from __future__ import annotations
+
+import sqlite3
+import tempfile
+from pathlib import Path
+from typing import Literal
+
+ResultKind = Literal["new", "duplicate", "conflicting"]
+
+# Digests held in memory before they move to disk: about 6 MiB of dict, whatever the usage.
+SPILL_AFTER = 50_000
+# SQLite's page cache for the spilled digests, in KiB.
+DISK_CACHE_KIB = 4_096
+KEY_BYTES = 16
+
+
+class ResultIndex:
+    """key digest (16 bytes) -> digest of the values (8 bytes), for one fetch.
+
+    A fetch of a million results would hold about 130 MiB of Python objects in a plain dict;
+    here at most `spill_after` are in memory and the rest sit in a temporary SQLite file
+    (deleted when the index is closed or collected), so memory stays flat however many orgs
+    and results a period has.
+    """
+
+    def __init__(self, spill_after: int | None = None) -> None:
+        self._spill_after = spill_after or SPILL_AFTER
+        self._recent: dict[bytes, int] = {}
+        self._disk: sqlite3.Connection | None = None
+        self._folder: tempfile.TemporaryDirectory[str] | None = None
+        self.spilled = 0
+
+    def classify(self, key_digest: bytes, values_digest: int) -> ResultKind:
+        """ "new" the first time a key is seen (it is remembered), "duplicate" for an identical
+        replay, "conflicting" when the key comes back with other values."""
+        known = self._recent.get(key_digest)
+        if known is None and self._disk is not None:
+            row = self._disk.execute(
+                "SELECT value FROM seen WHERE key = ?", (key_digest,)
+            ).fetchone()
+            known = None if row is None else int(row[0]) % (1 << 64)
+        if known is None:
+            self._recent[key_digest] = values_digest
+            if len(self._recent) >= self._spill_after:
+                self._spill()
+            return "new"
+        return "duplicate" if known == values_digest else "conflicting"
+
+    @property
+    def disk_folder(self) -> Path | None:
+        """Where the spilled digests are, once there are any."""
+        return Path(self._folder.name) if self._folder is not None else None
+
+    def __len__(self) -> int:
+        return len(self._recent) + self.spilled
+
+    def close(self) -> None:
+        """Drop the temporary file (the index can no longer be used)."""
+        if self._disk is not None:
+            self._disk.close()
+            self._disk = None
+        if self._folder is not None:
+            self._folder.cleanup()
+            self._folder = None
+        self._recent.clear()
+
+    def _spill(self) -> None:
+        disk = self._disk or self._open_disk()
+        disk.execute("BEGIN")
+        disk.executemany(
+            "INSERT INTO seen (key, value) VALUES (?, ?)",
+            sorted((key, _signed(value)) for key, value in self._recent.items()),
+        )
+        disk.execute("COMMIT")
+        self.spilled += len(self._recent)
+        self._recent = {}
+
+    def _open_disk(self) -> sqlite3.Connection:
+        self._folder = tempfile.TemporaryDirectory(prefix="billing-fetch-index-")
+        disk = sqlite3.connect(Path(self._folder.name) / "seen.db", isolation_level=None)
+        disk.execute("PRAGMA journal_mode=OFF")
+        disk.execute("PRAGMA synchronous=OFF")
+        disk.execute(f"PRAGMA cache_size=-{DISK_CACHE_KIB}")
+        disk.execute(
+            "CREATE TABLE seen (key BLOB PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID"
+        )
+        self._disk = disk
+        return disk
+
+
+def _signed(value: int) -> int:
+    """An unsigned 64-bit digest as the signed integer SQLite stores."""
+    return value - (1 << 64) if value >= 1 << 63 else value
