@@ -47,7 +47,7 @@ bench-memory: install  ## peak memory of a close over 10 pages against 100 pages
 	$(VENV)/bin/python -m bench.fetch_memory
 
 bench-close: install services  ## the close of BENCH_ORGS orgs (1,000) on PostgreSQL, stage by stage, beside each stage's floor
-	$(VENV)/bin/python -m bench.close $(if $(BENCH_ORGS),--orgs $(BENCH_ORGS))
+	$(VENV)/bin/python -m bench.close --end-to-end $(if $(BENCH_ORGS),--orgs $(BENCH_ORGS))
 	$(VENV)/bin/python -m bench.report $(if $(BENCH_ORGS),--orgs $(BENCH_ORGS))
 
 bench-scale: install services  ## time and peak RSS of the close at BENCH_SIZES orgs (100,1000,5000), each in its own process

@@ -598,7 +598,7 @@ def smtp_port_of(settings: Settings) -> int:
 
 def end_to_end_close(settings: Settings) -> dict[str, float]:
     """`billing.services.close_period` as one call, on its own fresh database: the close as the
-    service runs it today (its render is serial)."""
+    service runs it (one streamed pass renders, writes, emails and reports)."""
     from bench.support import peak_rss_mib
 
     sink = Controller(Sink(), hostname="127.0.0.1", port=smtp_port_of(settings))

@@ -19,83 +19,83 @@ DOCUMENT = Path(__file__).resolve().parent.parent / "docs" / "PERFORMANCE.md"
 # target is missed.
 CAUSES = {
     "store_vs_copy": (
-        "see the diagnosis below: the daily-usage INSERT ... SELECT runs with a nested loop "
-        "(no statistics yet for the rows just loaded), and the ORM bulk inserts split into "
-        "thousands of small batches."
+        "what is left is the daily-usage INSERT ... SELECT (the snapshot summed per org and "
+        "day: a sort that spills to disk with PostgreSQL's default 4 MB of work memory) and "
+        "the Decimal conversions of every amount and quantity in Python; see the changes below."
     ),
     "render_2_vs_1_process": (
-        "a forked pool worker renders a PDF about 10% slower than the closing process does "
-        "(0.27 s against 0.24 s for a 40-line statement in a separate measurement, with about "
-        "5,000 minor page faults per PDF against 800, most likely fresh memory mapped for "
-        "every PDF), not because two "
-        "workers slow each other down (a worker rendering alone was no faster than two "
-        "together). So two workers give at most about 1.8× one in-process renderer on two "
-        "CPUs, less when other work takes a share: compare with what a pure CPU loop gained "
-        "from a second process at the same time (Rendering, above)."
+        "two processes cannot do better than the machine gives a second process: compare with "
+        "what a pure CPU loop gained from a second process at the same time (Rendering, "
+        "above). Each PDF costs the same CPU in a worker as in the closing process since the "
+        "print runs in its own frame-stack chunk (see the changes below)."
     ),
     "render_vs_bare_weasyprint": (
         "the project's renderer adds only the Jinja2 template and the chart (a few ms per "
         "PDF); a ratio above the target on a small sample is noise from other work."
     ),
     "peak_rss": (
-        "`summary.pdf` lists every org in one WeasyPrint document rendered in the closing "
-        "process, so the close's peak grows with the org count (see the summary and reports "
-        "stage)."
+        "the stage whose peak grows (the stage table under Scaling shows each stage's peak per "
+        "size)."
     ),
     "peak_rss_statements": (
-        "the rating totals hold every org's usage per API key and user, and `load_statements` "
-        "reads the whole period's statements at once and keeps them through render, CSV and "
-        "email; see the diagnosis below."
+        "the stage whose peak grows (the stage table under Scaling shows each stage's peak per "
+        "size)."
     ),
     "time_5000_vs_1000": (
         "the stages whose time grows faster than the org count (the last column of the stage "
-        "table under Scaling); above all store invoices, whose daily-usage INSERT ... SELECT "
-        "rescans the run's whole usage snapshot once per invoice and so grows with the square "
-        "of the org count (see the diagnosis below)."
+        "table under Scaling)."
     ),
 }
 
-# What profiling the stages found when the benchmark was written, with the project's code
-# patched in a scratch script (not in the repository). Check it against the tables above.
-DIAGNOSIS = """## Diagnosis (1,000 orgs, 2026-11-25)
+# What the benchmark found when it was written (2026-11-25) and what was changed for it; the
+# tables above are measured after the changes.
+DIAGNOSIS = """## What was changed, and why
 
-Found by profiling each stage with the project's code patched in a scratch script; the changes
-belong to billing/db/ and billing/usage/, not to the benchmark.
+The first run of this benchmark (1,000 orgs, 2026-11-25) found these; each was profiled with
+the project's code patched in a scratch script, then fixed in the project.
 
-1. **Store invoices** (about 29 s, far from 2× COPY):
-   - 24.6 s is `store_daily_usage`'s `INSERT ... SELECT` (billing/db/repository.py). Inside the
-     store transaction PostgreSQL has no statistics for the rows just loaded, estimates one
-     invoice and picks a nested loop that scans the run's whole usage snapshot once per
-     invoice: quadratic in the number of orgs. Running `ANALYZE usage_snapshot` and
-     `ANALYZE invoice` first (PostgreSQL only) brings it to 0.38 s.
-   - `session.execute(insert(InvoiceLine), rows)` is SQLAlchemy's ORM bulk insert, which starts
-     a new batch each time the set of NULL columns changes (lines without a user): 3,270
-     executemany batches for 40,000 rows. `insert(...).execution_options(render_nulls=True)`
-     keeps one batch stream.
-   - `attach_corrections` ran for every draft (five statements each) although no correction
-     was waiting, in `store_period` and again in `finalize_drafts`; it now runs only for the
-     orgs `pending_correction_orgs` returns.
-   - With the three changes store invoices took 2.45 s instead of 30.5 s (about 6× COPY);
-     loading charges and lines with psycopg's `cursor.copy` on PostgreSQL closes the rest.
-2. **Snapshot store** (about 16× COPY): the same ORM bulk insert split (`user_id`,
-   `reserved_memory_mib` and `peak_memory_mib` are NULL on some results). For the 219,279
-   results of 1,000 orgs: as is 17.1 s, `render_nulls=True` 6.5 s, Core
-   `insert(UsageSnapshotRow.__table__)` 5.6 s, COPY 1.2 s.
-3. **Fetch** (about 3× the emulator's own serving time): the client validates every page with
-   pydantic and digests `model_dump_json()` of every result for the duplicate check
-   (`_ResultIndex.classify` in billing/usage/client.py).
-4. **Summary and reports**: `summary.pdf` lists every org in one WeasyPrint document, rendered
-   in the closing process; its time and memory grow with the org count, and it sets the close's
-   peak RSS.
-5. **Memory**: usage is streamed page by page, but the rating totals hold every org, and
-   `load_statements` reads the whole period's statements at once (all of them stay in memory
-   through render, CSV and email); reading them in batches of a few hundred invoices would
-   keep the statements' share of memory flat.
-6. **Rendering**: per PDF the project costs what bare WeasyPrint costs; the time is
-   WeasyPrint's layout of the breakdown table (about 3.5 ms per line item on top of about
-   100 ms for a statement without lines). A renderer built per statement (as a task per
-   invoice does with `StatementRenderer.from_settings`) made each PDF about 20% slower than
-   one reused: use `billing.statements.pdf.shared_renderer(settings)`.
+1. **Store invoices** was 66× its COPY floor (28 s, 2 s of it CPU) and grew 29.9× from 1,000
+   to 5,000 orgs:
+   - the daily-usage `INSERT ... SELECT` (billing/db/repository.py) ran as a nested loop that
+     rescanned the run's whole snapshot once per invoice (no statistics yet for the rows just
+     loaded): quadratic. It now sums the snapshot per org and day in one pass, looks each
+     draft up by index and skips existing days with `ON CONFLICT DO NOTHING`;
+   - the ORM bulk inserts split into thousands of small batches (a new batch each time the set
+     of NULL columns changed). Invoices, charges and lines are now loaded with `COPY` on
+     PostgreSQL (`billing/db/bulk.py`; ids drawn from the sequence first), batched Core
+     inserts on SQLite;
+   - the immutability triggers of migration 0004 looked up the parent invoice once per
+     inserted charge and line. Migration 0007 makes the PostgreSQL guards statement-level over
+     transition tables (one join per statement; they refuse the same changes), and indexes
+     the columns that refer to invoices (deleting a draft scanned every line of every period);
+   - `attach_corrections` ran for every draft (five statements each); it now runs only for the
+     orgs with corrections waiting.
+2. **Snapshot store** was 16.8× COPY: the same ORM bulk-insert split. Each page is now one
+   `COPY`, and PostgreSQL commits every 25 pages instead of every page.
+3. **Rendering, 2 processes against 1**, was 1.72×: a forked worker paid more CPU per PDF
+   than the closing process (about 5,000 minor page faults per PDF against 800). The cause is
+   CPython 3.11's frame stack (python/cpython#142183): frames live in 16 KiB chunks, a chunk is
+   mapped when a call does not fit and unmapped when it returns, and WeasyPrint's layout
+   recursion crossed a chunk boundary 457 times per PDF in the parent and 1,368 times in a
+   worker (strace: `mmap`/`munmap` pairs from `_PyThreadState_BumpFramePointerSlow`), depending
+   only on the caller's stack depth. `StatementRenderer.pdf` now prints inside one large chunk
+   of its own (`in_own_stack_chunk`): one map per PDF, the same CPU in a worker as in the
+   parent at any depth. `mallopt`, `forkserver`, `spawn` and `gc.freeze` before the fork did
+   not help.
+4. **Memory** grew with the org count: the rating totals held every org's usage, the
+   duplicate index held a digest per usage result (about 130 bytes each), `load_statements`
+   read the whole period's statements and kept them through render, CSV and email, and
+   `summary.pdf` listed every org in one WeasyPrint document (1.5 GiB at 5,000 orgs). Now
+   the fetch keeps counts and a few integers per org; the replay index spills to a temporary
+   SQLite file beyond 50,000 digests; rating reads the snapshot back one org at a time and
+   stores drafts a batch at a time; statements are read 100 at a time for the PDFs, CSVs,
+   emails and reports; the reports are written by a streaming writer, and `summary.pdf`'s
+   per-org tables are bounded by `BILLING_REPORT_MAX_ORG_ROWS` (every org stays in
+   `summary.csv` and the new `changes.csv`).
+5. **Rendering in the close**: the in-process close rendered serially; it now renders through
+   `render_pdfs` with `BILLING_RENDER_PROCESSES` processes (one per CPU by default), and a
+   Celery render task reuses one renderer per worker process (`shared_renderer`) instead of
+   building one per invoice (about 20% per PDF).
 """
 
 
@@ -141,7 +141,10 @@ def close_section(figures: dict[str, Any]) -> list[str]:
         f"each. The emulator's own data generation ({figures['emulator_generation_seconds']:.1f}"
         " s, on the first request of each query) is not counted. Fetch is the time spent in "
         "`UsageClient.iter_pages` (HTTP, JSON, validation, duplicate check); snapshot store is "
-        "the rest of `fetch_and_snapshot` (the page INSERTs, commits and in-memory totals).",
+        "the rest of `fetch_and_snapshot` (the page COPYs, commits and per-org sums). Rate is "
+        "the time spent reading the snapshot back org by org and pricing it; store invoices is "
+        "the rest of that transaction. Each later stage streams the statements from the "
+        "database again, 100 at a time.",
         "",
     ]
     notes = [
@@ -151,8 +154,9 @@ def close_section(figures: dict[str, Any]) -> list[str]:
     ]
     if "end_to_end_close" in figures:
         notes.append(
-            f"- `billing.services.close_period` in one call, as the service runs it today "
-            f"(serial render): {seconds(figures['end_to_end_close']['seconds'])}"
+            f"- `billing.services.close_period` in one call, as the service runs it (render, "
+            f"CSV, email and reports in one streamed pass): "
+            f"{seconds(figures['end_to_end_close']['seconds'])}"
         )
     return lines + notes + [""]
 

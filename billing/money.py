@@ -55,9 +55,9 @@ def round_to_minor_units(amount: Exact, currency: str) -> int:
 
 def minor_to_decimal(minor_units: int, currency: str) -> Decimal:
     """Minor units as a Decimal with exactly the currency's number of places (1234 -> 12.34)."""
-    exponent = minor_unit_exponent(currency)
-    with localcontext(WIDE):
-        return Decimal(minor_units).scaleb(-exponent).quantize(Decimal(1).scaleb(-exponent))
+    # Built from its digits and exponent: exact, whatever the context (and cheap: it runs for
+    # every stored amount).
+    return Decimal(f"{minor_units}e-{minor_unit_exponent(currency)}")
 
 
 def decimal_to_minor(amount: Decimal, currency: str) -> int:
@@ -74,9 +74,9 @@ QUANTITY_PLACES = 12
 
 def round_quantity(value: Exact, places: int = QUANTITY_PLACES) -> Decimal:
     """A quantity for storage and display, half-up to `places` decimals (charges stay exact)."""
-    with localcontext(WIDE):
-        quantum = Decimal(1).scaleb(-places)
-        return (Decimal(round_half_up(to_fraction(value) * 10**places)) * quantum).quantize(quantum)
+    scaled = value * 10**places if isinstance(value, int) else to_fraction(value) * 10**places
+    units = scaled if isinstance(scaled, int) else round_half_up(scaled)
+    return Decimal(f"{units}e-{places}")
 
 
 def allocate_largest_remainder(total: int, weights: Sequence[Exact]) -> list[int]:

@@ -1,6 +1,6 @@
 """Money: the one rounding rule, minor units, and exact largest-remainder splits."""
 
-from decimal import Decimal
+from decimal import Context, Decimal, localcontext
 from fractions import Fraction
 
 import pytest
@@ -12,6 +12,7 @@ from billing.money import (
     decimal_to_minor,
     minor_to_decimal,
     minor_unit_exponent,
+    round_half_up,
     round_quantity,
     round_to_minor_units,
 )
@@ -98,3 +99,32 @@ def test_allocation_always_sums_to_the_total(total: int, weights: list[Fraction]
             assert (
                 abs(abs(part) - exact) < 1
             )  # each part is its exact share, floored or raised by one
+
+
+def quantized_reference(units: int, places: int) -> Decimal:
+    """How amounts were built before: scaled and quantized in a wide context."""
+    with localcontext(Context(prec=80)):
+        quantum = Decimal(1).scaleb(-places)
+        return (Decimal(units) * quantum).quantize(quantum)
+
+
+@given(st.integers(min_value=-(10**30), max_value=10**30), st.sampled_from(["USD", "JPY", "BHD"]))
+def test_minor_to_decimal_has_the_currency_places_exactly(units: int, currency: str) -> None:
+    amount = minor_to_decimal(units, currency)
+    expected = quantized_reference(units, minor_unit_exponent(currency))
+    assert amount == expected
+    assert amount.as_tuple() == expected.as_tuple()  # same digits and exponent, so same text
+
+
+@given(
+    st.one_of(
+        st.integers(min_value=-(10**20), max_value=10**20),
+        st.fractions(max_denominator=10**15),
+        st.decimals(allow_nan=False, allow_infinity=False, places=15, max_value=10**12),
+    )
+)
+def test_round_quantity_is_half_up_to_twelve_places(value: int | Fraction | Decimal) -> None:
+    rounded = round_quantity(value)
+    expected = quantized_reference(round_half_up(Fraction(value) * 10**12), 12)
+    assert rounded.as_tuple() == expected.as_tuple()
+    assert abs(Fraction(rounded) - Fraction(value)) <= Fraction(1, 2 * 10**12)

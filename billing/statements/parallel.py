@@ -119,13 +119,30 @@ def _render_in_pool(
     in_flight: deque[tuple[Statement, Future[bytes]]] = deque()
     try:
         for statement in statements:
-            in_flight.append((statement, pool.submit(_render_one, statement)))
+            try:
+                future = pool.submit(_render_one, statement)
+            except BrokenProcessPool:
+                # A worker died before this one was handed over: the PDFs in flight are
+                # collected in order (the first lost one raises); if all made it, this one's
+                # org is named.
+                while in_flight:
+                    yield _collect(*in_flight.popleft())
+                yield _collect(statement, _broken())
+                return
+            in_flight.append((statement, future))
             if len(in_flight) == workers * IN_FLIGHT_PER_PROCESS:
                 yield _collect(*in_flight.popleft())
         while in_flight:
             yield _collect(*in_flight.popleft())
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _broken() -> Future[bytes]:
+    """A future that failed as a broken pool's do."""
+    future: Future[bytes] = Future()
+    future.set_exception(BrokenProcessPool("a worker process died"))
+    return future
 
 
 def _collect(statement: Statement, future: Future[bytes]) -> tuple[Statement, bytes]:
