@@ -66,7 +66,6 @@ from billing.db.repository import (
     finish_run,
     load_statements,
     start_run,
-    store_daily_usage,
 )
 from billing.db.snapshots import iter_snapshot_orgs
 from billing.db.tables import Invoice, InvoiceCharge, InvoiceLine
@@ -459,7 +458,6 @@ def run_stages(
                 empty_invoice=pricing.empty_invoice,
                 org_scope={invoice.org.org_id for invoice in batch},
             )
-        store_daily_usage(session, run_id, run_id)
     outcome.report = report
     charges, lines = line_item_count(engine, run_id)
     split_stage(

@@ -202,6 +202,8 @@ class RatedInvoice:
     currency: str
     rate_card: RateCard
     charges: tuple[MeterCharge, ...]
+    # Session time per UTC day: (the day's start, Unix seconds; milliseconds), for the chart.
+    daily_duration_ms: tuple[tuple[int, int], ...] = ()
 
     @property
     def total_minor(self) -> int:

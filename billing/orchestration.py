@@ -35,7 +35,6 @@ from billing.db.repository import (
     finish_run,
     load_statements,
     start_run,
-    store_daily_usage,
 )
 from billing.db.runtasks import (
     DONE,
@@ -57,7 +56,7 @@ from billing.db.runtasks import (
 from billing.db.snapshots import iter_snapshot
 from billing.db.tables import BillingRun, EmailDelivery, Invoice, UsageSnapshotRow
 from billing.delivery import OutboxSender
-from billing.domain import Statement
+from billing.domain import RatingReport, Statement, UsageRecord
 from billing.errors import BillingError
 from billing.fetching import check_completeness, describe_query, fetch_and_snapshot
 from billing.mail import StatementDocuments
@@ -70,7 +69,7 @@ from billing.publishing import (
     run_facts,
     write_documents,
 )
-from billing.rating import UsageAggregate, rate_period
+from billing.rating import rate_orgs
 from billing.services import http_client, usage_client
 from billing.stages import (
     CloseOptions,
@@ -276,10 +275,13 @@ def rate_batch(
             period = BillingPeriod.parse(run.period)
             options, _scope = _options(run)
         pricing = load_pricing(settings, period)
-        aggregate = UsageAggregate()
+        by_org: dict[str, list[UsageRecord]] = {}
         with Session(engine) as session:
-            aggregate.add_all(iter_snapshot(session, run_id, org_ids=org_ids))
-        rated = rate_period(aggregate, pricing.account_for, pricing.card_for)
+            for record in iter_snapshot(session, run_id, org_ids=org_ids):
+                by_org.setdefault(record.org_id, []).append(record)
+        rated = list(
+            rate_orgs(sorted(by_org.items()), pricing.account_for, pricing.card_for, RatingReport())
+        )
         with write_transaction(engine) as session:
             stamp = now()
             outcomes = store_period(
@@ -293,7 +295,6 @@ def rate_batch(
                 org_scope=set(org_ids),
                 reissue=options.reissue,
             )
-            store_daily_usage(session, run_id, run_id)
             result = {
                 "outcomes": [dataclasses.asdict(outcome) for outcome in outcomes],
                 "cards": cards_used(rated),

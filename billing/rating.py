@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, localcontext
 from fractions import Fraction
@@ -300,14 +301,27 @@ def rate_period(
     return invoices
 
 
+SECONDS_PER_DAY = 86_400
+
+
+def daily_duration(records: Iterable[UsageRecord]) -> tuple[tuple[int, int], ...]:
+    """Session time summed per UTC day of each result's bucket start, in day order."""
+    days: dict[int, int] = {}
+    for record in records:
+        day = record.bucket_start // SECONDS_PER_DAY * SECONDS_PER_DAY
+        days[day] = days.get(day, 0) + record.duration_ms
+    return tuple(sorted(days.items()))
+
+
 def rate_orgs(
-    orgs: Iterable[tuple[str, Iterable[UsageRecord]]],
+    orgs: Iterable[tuple[str, Sequence[UsageRecord]]],
     account_for: AccountResolver,
     card_for: CardResolver,
     report: RatingReport,
 ) -> Iterator[RatedInvoice]:
-    """Rate org by org as each org's usage streams in (each org once, in org-id order), so
-    only one org's totals are held; `report` counts what was read."""
+    """Rate org by org as each org's usage streams in (each org once), so only one org's
+    results are held; each invoice carries its session time per day. `report` counts what was
+    read."""
     for org_id, records in orgs:
         aggregate = UsageAggregate(report=report)
         aggregate.add_all(records)
@@ -315,4 +329,4 @@ def rate_orgs(
         invoice = rate_org(account, card_for(account), aggregate.by_org[org_id])
         if not invoice.org.emails:
             report.orgs_without_contact.append(org_id)
-        yield invoice
+        yield dataclasses.replace(invoice, daily_duration_ms=daily_duration(records))

@@ -18,7 +18,7 @@ from sqlmodel import Session, col
 from billing.config import Settings
 from billing.db.ledger import OrgOutcome, finalize_drafts, pending_correction_orgs, store_period
 from billing.db.locks import write_transaction
-from billing.db.repository import RunOutcome, finish_run, store_daily_usage
+from billing.db.repository import RunOutcome, finish_run
 from billing.db.snapshots import iter_snapshot_orgs
 from billing.db.tables import BillingRun, Invoice
 from billing.domain import RatedInvoice, RatingReport
@@ -129,7 +129,6 @@ class Stage:
                 cards |= {card_of(invoice) for invoice in batch}
             if rest := orgs_to_revisit(session, pricing.period, org_ids) - seen:
                 store([], rest)
-            store_daily_usage(session, self.run_id, snapshot_run_id)
         self.say(f"rated {len(seen)} orgs from {report.usage_results} usage results")
         outcome.org_outcomes = [dataclasses.asdict(item) for item in outcomes]
         outcome.rate_cards = [

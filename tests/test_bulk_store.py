@@ -15,10 +15,10 @@ from sqlmodel import Session
 from billing.db import ledger
 from billing.db.bulk import copy_rows, insert_returning_ids
 from billing.db.engine import make_engine, upgrade_schema
-from billing.db.repository import store_daily_usage
 from billing.db.snapshots import iter_snapshot, store_snapshot_page
 from billing.db.tables import BillingRun, Invoice, InvoiceCharge, InvoiceLine
 from billing.domain import UsageRecord
+from billing.rating import daily_duration
 
 NOW = datetime(2026, 11, 2, 6, 0, tzinfo=UTC)
 DAY = 86_400
@@ -222,56 +222,24 @@ def test_the_guard_refuses_bulk_loads_under_a_finalized_invoice(engine: Engine) 
     assert _lines(engine, draft) == []
 
 
-def test_daily_usage_sums_each_drafts_snapshot_per_utc_day(engine: Engine) -> None:
-    run_id, other_run = _run(engine), _run(engine)
-
-    def usage(org_id: str, bucket_start: int, duration_ms: int, user: str | None) -> UsageRecord:
-        return UsageRecord(bucket_start, bucket_start + 3_600, org_id, "key", user, duration_ms)
+def test_daily_usage_sums_each_orgs_results_per_utc_day_of_the_bucket_start() -> None:
+    def usage(bucket_start: int, duration_ms: int, user: str | None) -> UsageRecord:
+        return UsageRecord(bucket_start, bucket_start + 3_600, "org-a", "key", user, duration_ms)
 
     records = [
-        usage("org-a", OCTOBER_1, 1_000, None),
-        usage("org-a", OCTOBER_1 + DAY - 3_600, 2_000, "user-1"),  # the day's last hour
-        usage("org-a", OCTOBER_1 + DAY, 4_000, "user-1"),  # the next day
-        usage("org-a", OCTOBER_1 + 5 * DAY + 7, 8_000, "user-2"),
-        usage("org-final", OCTOBER_1, 16_000, None),
-        usage("org-other-run", OCTOBER_1, 32_000, None),
-        usage("org-done", OCTOBER_1, 64_000, None),
+        usage(OCTOBER_1 + 5 * DAY + 7, 8_000, "user-2"),
+        usage(OCTOBER_1, 1_000, None),
+        usage(OCTOBER_1 + DAY - 3_600, 2_000, "user-1"),  # the day's last hour
+        usage(OCTOBER_1 + DAY, 4_000, "user-1"),  # the next day
+        usage(OCTOBER_1 + 2 * DAY, 0, None),  # a day with results but no session time
     ]
-    with Session(engine) as session, session.begin():
-        store_snapshot_page(session, run_id, 1, records)
-    org_a, final, done, no_usage = _drafts(
-        engine, run_id, "org-a", "org-final", "org-done", "org-no-usage"
+    assert daily_duration(records) == (
+        (OCTOBER_1, 3_000),
+        (OCTOBER_1 + DAY, 4_000),
+        (OCTOBER_1 + 2 * DAY, 0),
+        (OCTOBER_1 + 5 * DAY, 8_000),
     )
-    (other,) = _drafts(engine, other_run, "org-other-run")
-    _finalize(engine, final)
-    with engine.begin() as connection:
-        connection.execute(
-            text(
-                "INSERT INTO invoice_daily_usage (invoice_id, day_start, duration_ms) "
-                "VALUES (:invoice, :day, 5)"
-            ),
-            {"invoice": done, "day": OCTOBER_1},
-        )
-
-    for _twice in range(2):  # a second call adds nothing
-        with Session(engine) as session:
-            store_daily_usage(session, run_id, run_id)
-            session.commit()
-
-    with Session(engine) as session:
-        daily = session.execute(
-            text(
-                "SELECT invoice_id, day_start, duration_ms FROM invoice_daily_usage "
-                "ORDER BY invoice_id, day_start"
-            )
-        ).all()
-    assert [tuple(row) for row in daily] == [
-        (org_a, OCTOBER_1, 3_000),
-        (org_a, OCTOBER_1 + DAY, 4_000),
-        (org_a, OCTOBER_1 + 5 * DAY, 8_000),
-        (done, OCTOBER_1, 5),  # a day stored already is kept as it was
-    ]
-    assert {final, no_usage, other}.isdisjoint(row[0] for row in daily)
+    assert daily_duration([]) == ()
 
 
 def test_deleting_drafts_in_chunks_removes_them_whole_and_nothing_else(

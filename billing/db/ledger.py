@@ -153,8 +153,8 @@ def insert_drafts(
     now: datetime,
     due_at: datetime,
 ) -> list[int]:
-    """Insert rated invoices as drafts (no number yet) with their charges and lines, in bulk
-    (COPY on PostgreSQL)."""
+    """Insert rated invoices as drafts (no number yet) with their charges, lines and session
+    time per day, in bulk (COPY on PostgreSQL)."""
     if not drafts:
         return []
     invoice_rows = [
@@ -182,6 +182,16 @@ def insert_drafts(
     stored = list(zip(inserted, (invoice for invoice, _replaces in drafts), strict=True))
     copy_rows(session, InvoiceCharge, _CHARGE_COLUMNS, _charge_rows(stored))
     copy_rows(session, InvoiceLine, _LINE_COLUMNS, _line_rows(stored))
+    copy_rows(
+        session,
+        InvoiceDailyUsage,
+        ("invoice_id", "day_start", "duration_ms"),
+        (
+            (invoice_id, day_start, duration_ms)
+            for invoice_id, invoice in stored
+            for day_start, duration_ms in invoice.daily_duration_ms
+        ),
+    )
     return inserted
 
 

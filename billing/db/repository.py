@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
-from sqlalchemy import select, text, update
+from sqlalchemy import select, update
 from sqlmodel import Session, SQLModel, col
 
 from billing.db.tables import (
@@ -169,32 +169,6 @@ def finish_run(session: Session, run_id: int, outcome: RunOutcome, now: datetime
 # its org's draft by index (a join of drafts to the snapshot became a nested loop rescanning the
 # whole snapshot once per invoice). MATERIALIZED looks each draft up once per sum; the days a
 # draft has already are skipped by the unique index, which no plan can turn into a rescan.
-_DAILY_FROM_SNAPSHOT = text(
-    """
-    INSERT INTO invoice_daily_usage (invoice_id, day_start, duration_ms)
-    WITH daily AS MATERIALIZED (
-      SELECT (SELECT i.id FROM invoice i
-              WHERE i.org_id = totals.org_id AND i.run_id = :run_id AND i.status = 'draft')
-               AS invoice_id,
-             totals.day_start, totals.duration_ms
-      FROM (SELECT s.org_id, (s.bucket_start / 86400) * 86400 AS day_start,
-                   SUM(s.duration_ms) AS duration_ms
-            FROM usage_snapshot s
-            WHERE s.run_id = :snapshot_run_id
-            GROUP BY s.org_id, (s.bucket_start / 86400) * 86400) totals
-    )
-    SELECT invoice_id, day_start, duration_ms FROM daily WHERE invoice_id IS NOT NULL
-    ON CONFLICT (invoice_id, day_start) DO NOTHING
-    """
-)
-
-
-def store_daily_usage(session: Session, run_id: int, snapshot_run_id: int) -> None:
-    """Session time per UTC day of each draft a run stored, summed in SQL from the snapshot;
-    days a draft has already are kept as they are, so calling it again adds nothing."""
-    session.execute(_DAILY_FROM_SNAPSHOT, {"run_id": run_id, "snapshot_run_id": snapshot_run_id})
-
-
 RowT = TypeVar("RowT")
 
 
