@@ -417,7 +417,7 @@ def run_stages(
             ("fetch", timed_pages.seconds, timed_pages.cpu_seconds, results, "results"),
             "snapshot store",
             "rows",
-            "the page INSERTs, commits and per-org sums between pages",
+            "the page COPYs, commits and per-org sums between pages",
         )
         figures.update(usage_results=results, pages=fetched.pages)
         with clock.stage("completeness check", "results") as stage:
@@ -816,7 +816,7 @@ def print_table(figures: dict[str, Any]) -> None:
             )
     if "end_to_end_close" in figures:
         print(
-            f"billing.services.close_period end to end (serial render): "
+            f"billing.services.close_period end to end (one streamed pass): "
             f"{figures['end_to_end_close']['seconds']:.1f}s"
         )
     for name, verdict in figures["targets"].items():
@@ -839,7 +839,7 @@ def main() -> None:
     parser.add_argument(
         "--end-to-end",
         action="store_true",
-        help="also time billing.services.close_period in one call (serial render)",
+        help="also time billing.services.close_period in one call, as the service runs it",
     )
     parser.add_argument("--results-dir", type=Path, default=RESULTS)
     args = parser.parse_args()

@@ -362,9 +362,11 @@ def document(folder: Path, close: dict[str, Any] | None, scaling: dict[str, Any]
         "PostgreSQL database on 127.0.0.1:5432 (created per run and dropped after; `make` "
         "starts PostgreSQL when it is installed but stopped); email goes to an aiosmtpd sink "
         "on loopback. Every stage calls the project's own functions (`fetch_and_snapshot`, "
-        "`check_completeness`, `rate_period`, `store_period`, `finalize_drafts`, "
-        "`load_statements`, `render_pdfs`, `statement_csv`, `OutboxSender`, "
-        "`write_period_reports`). `bench/close.py` explains each floor.",
+        "`check_completeness`, `iter_snapshot_orgs` and `rate_orgs`, `store_period`, "
+        "`finalize_drafts`, `iter_statements`, `render_pdfs`, `statement_csv`, "
+        "`OutboxSender`, `PeriodReportWriter`), streaming as the close does. "
+        "`bench/close.py` explains each floor; `make bench-close` also times "
+        "`billing.services.close_period` end to end on a fresh database.",
         "",
     ]
     if close:

@@ -198,7 +198,9 @@ def _directory_from_source(source: YamlSource) -> tuple[OrgDirectory | None, lis
             )
             continue
         orgs[org.org_id] = _account(org)
-    return OrgDirectory(spec.default_rate_card, orgs, source, _entry_index(entries)), problems
+    # Kept for messages that name a line later; the parsed data is not needed any more.
+    kept = dataclasses.replace(source, data=None)
+    return OrgDirectory(spec.default_rate_card, orgs, kept, _entry_index(entries)), problems
 
 
 def _entry_index(entries: list[object]) -> dict[str, int]:
