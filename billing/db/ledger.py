@@ -514,6 +514,8 @@ def finalize_drafts(
         draft.issued_at = now
         draft.finalized_at = now
         draft.due_at = due_at
+        if draft.org_id not in waiting:
+            continue  # no correction of this org waits for this period
         session.execute(
             update(InvoiceCorrection)
             .where(
