@@ -60,21 +60,29 @@ def emulator_process(orgs: int, seed: int, page_size: int) -> Iterator[str]:
         process.wait(timeout=10)
 
 
-def _admin_user() -> str:
-    """The first of postgres/root that the trust-auth server on loopback accepts."""
+def pg_admin_user(host: str, port: int) -> str:
+    """The first of postgres/root that the trust-auth server accepts (the tests use it too)."""
     problems = []
     for user in ("postgres", "root"):
         try:
             with psycopg.connect(
-                host=PG_HOST, port=PG_PORT, user=user, dbname="postgres", connect_timeout=5
+                host=host, port=port, user=user, dbname="postgres", connect_timeout=5
             ):
                 return user
         except psycopg.OperationalError as error:
             problems.append(f"{user}: {str(error).strip()}")
-    raise SystemExit(
-        f"PostgreSQL is not reachable at {PG_HOST}:{PG_PORT} ({'; '.join(problems)}); "
+    raise RuntimeError(
+        f"PostgreSQL is not reachable at {host}:{port} ({'; '.join(problems)}); "
         "start it with scripts/ensure-services.sh"
     )
+
+
+def _admin_user() -> str:
+    """The bench's admin user; an unreachable server ends the benchmark with one line."""
+    try:
+        return pg_admin_user(PG_HOST, PG_PORT)
+    except RuntimeError as error:
+        raise SystemExit(str(error)) from None
 
 
 @contextmanager

@@ -192,6 +192,16 @@ def _run_row(session: Session, run_id: int) -> BillingRun:
     return run
 
 
+def _begin_run_unit(
+    session: Session, run_id: int, stage: str, cap: int, now: Clock
+) -> BillingRun | None:
+    """Count a delivery of a run's one unit of `stage`; the run when there is work to do."""
+    run = _run_row(session, run_id)
+    if run.status != "running" or begin_unit(session, run_id, stage, "all", cap, now()) is None:
+        return None
+    return run
+
+
 def _options(run: BillingRun) -> tuple[CloseOptions, tuple[str, ...]]:
     params = json.loads(run.request_params or "{}")
     chosen = params.get("close_options", {})
@@ -205,11 +215,8 @@ def fetch(settings: Settings, run_id: int, *, cap: int = 5, now: Clock = _now) -
     with _Ledger(settings) as ledger:
         engine = ledger.engine
         with write_transaction(engine) as session:
-            run = _run_row(session, run_id)
-            if (
-                run.status != "running"
-                or begin_unit(session, run_id, FETCH, "all", cap, now()) is None
-            ):
+            run = _begin_run_unit(session, run_id, FETCH, cap, now)
+            if run is None:
                 return Work(run_id)
             period = BillingPeriod.parse(run.period)
             _options_unused, org_ids = _options(run)
@@ -455,11 +462,8 @@ def report(settings: Settings, run_id: int, *, cap: int = 5, now: Clock = _now) 
     with _Ledger(settings) as ledger:
         engine = ledger.engine
         with write_transaction(engine) as session:
-            run = _run_row(session, run_id)
-            if (
-                run.status != "running"
-                or begin_unit(session, run_id, REPORT, "all", cap, now()) is None
-            ):
+            run = _begin_run_unit(session, run_id, REPORT, cap, now)
+            if run is None:
                 return Work(run_id)
             period = BillingPeriod.parse(run.period)
         with Session(engine) as session:

@@ -97,8 +97,8 @@ class RateLimiter:
         if rate_per_second <= 0 or burst < 1:
             raise ValueError("rate_per_second must be above 0 and burst at least 1")
         self._rate = rate_per_second
-        self._capacity = float(burst)
-        self._tokens = float(burst)
+        self._capacity = float(burst)  # float-ok: tokens of a rate limit
+        self._tokens = float(burst)  # float-ok: tokens of a rate limit
         self._clock = clock
         self._sleep = sleep
         self._updated = clock()

@@ -131,10 +131,7 @@ class Stage:
                 store([], rest)
         self.say(f"rated {len(seen)} orgs from {report.usage_results} usage results")
         outcome.org_outcomes = [dataclasses.asdict(item) for item in outcomes]
-        outcome.rate_cards = [
-            {"id": card_id, "version": version, "content_hash": digest}
-            for card_id, version, digest in sorted(cards)
-        ]
+        outcome.rate_cards = describe_cards(cards)
         drafted = sum(1 for item in outcomes if item.action in ("drafted", "reissued"))
         self.say(f"stored {drafted} draft invoices of {pricing.period}")
         for item in outcomes:
@@ -186,9 +183,14 @@ def card_of(invoice: RatedInvoice) -> tuple[str, str, str]:
 
 
 def cards_used(rated: Sequence[RatedInvoice]) -> list[dict[str, str]]:
+    return describe_cards({card_of(invoice) for invoice in rated})
+
+
+def describe_cards(cards: Iterable[tuple[str, str, str]]) -> list[dict[str, str]]:
+    """Rate cards as the run records them, in id and version order."""
     return [
         {"id": card_id, "version": version, "content_hash": digest}
-        for card_id, version, digest in sorted({card_of(invoice) for invoice in rated})
+        for card_id, version, digest in sorted(cards)
     ]
 
 

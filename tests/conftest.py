@@ -11,6 +11,7 @@ import psycopg
 import pytest
 from pydantic import SecretStr
 
+from bench.support import pg_admin_user
 from billing.config import Settings
 
 pytest_plugins = ["tests.smtp_servers"]  # the smtp_server and raw_server fixtures
@@ -21,19 +22,7 @@ PG_PORT = int(os.environ.get("BILLING_TEST_PG_PORT", "5432"))
 
 def _pg_admin_user() -> str:
     """The first of postgres/root that the trust-auth server accepts."""
-    errors = []
-    for user in ("postgres", "root"):
-        try:
-            with psycopg.connect(
-                host=PG_HOST, port=PG_PORT, user=user, dbname="postgres", connect_timeout=5
-            ):
-                return user
-        except psycopg.OperationalError as error:
-            errors.append(f"{user}: {error}")
-    raise RuntimeError(
-        "PostgreSQL is not reachable at "
-        f"{PG_HOST}:{PG_PORT} ({'; '.join(errors)}); run scripts/ensure-services.sh"
-    )
+    return pg_admin_user(PG_HOST, PG_PORT)
 
 
 @pytest.fixture(scope="session")
