@@ -263,11 +263,12 @@ def test_a_pdf_costs_the_same_memory_faults_however_deep_the_caller_is(
 
     for _warm_up in range(4):  # the heap grows over the first few PDFs of a process
         faults_of_one_pdf()
-    # The least of two PDFs per depth: the heap's own growth is paid once, a chunk per crossing
-    # on every PDF (1,000 to 5,000 faults from some of these depths without the own chunk).
+    # The least of three PDFs per depth: the heap's own growth is paid now and then (up to
+    # about 700 faults in a process that has run the whole suite), a chunk per crossing on
+    # every PDF (1,800 to 5,000 faults from some of these depths without the own chunk).
     faults = {
-        depth: min(frames_deep(depth, faults_of_one_pdf) for _twice in range(2))
+        depth: min(frames_deep(depth, faults_of_one_pdf) for _thrice in range(3))
         for depth in range(0, 40, 4)
     }
 
-    assert max(faults.values()) < 500, faults
+    assert max(faults.values()) < 1_000, faults
