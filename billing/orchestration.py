@@ -340,8 +340,8 @@ def advance(settings: Settings, run_id: int, *, now: Clock = _now) -> Work:
             if not options.draft:
                 stamp = now()
                 due = stamp + timedelta(days=settings.payment_terms_days)
-                numbers = finalize_drafts(session, period, stamp, due, set(org_ids) or None)
-                run.finalized_count = len(numbers)
+                finalized = finalize_drafts(session, period, stamp, due, set(org_ids) or None)
+                run.finalized_count = finalized.count
             invoices = _live_invoices(session, period, org_ids)
             run.invoice_count = len(invoices)
             run.stage = PUBLISHING

@@ -145,13 +145,13 @@ class Stage:
         with write_transaction(self.engine) as session:
             stamp = self.now()
             finalized = finalize_drafts(session, period, stamp, self._due(stamp), scope)
-        self.outcome.finalized_count = len(finalized)
-        if finalized:
+        self.outcome.finalized_count = finalized.count
+        if finalized.count:
             self.say(
-                f"finalized {len(finalized)} invoices of {period}: "
-                f"{finalized[0]} to {finalized[-1]}"
+                f"finalized {finalized.count} invoices of {period}: "
+                f"{finalized.first} to {finalized.last}"
             )
-        return len(finalized)
+        return finalized.count
 
     def publish(
         self, period: BillingPeriod, facts_run_id: int, pages: int | None = None

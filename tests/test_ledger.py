@@ -350,3 +350,58 @@ def test_runs_record_who_what_and_the_outcome(
             by_currency.get(statement.currency, Decimal(0)) + totals[statement.org_id][1]
         )
     assert {c: Decimal(v) for c, v in detail.totals.items()} == by_currency
+
+
+def test_finalize_in_batches_numbers_in_org_order_and_bills_waiting_corrections(
+    make_settings: Callable[..., Settings], database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Drafts are finalized a batch at a time (2 here, for 5 orgs): numbers stay consecutive
+    in org order across batches, waiting corrections land on their org's invoice, and every
+    contact of every invoice gets one pending delivery."""
+    monkeypatch.setattr("billing.db.ledger.FINALIZE_BATCH", 2)
+    with upstream(make_settings, database_url, late=True) as (settings, _base_url):
+        close_period(settings, OCTOBER)
+    with upstream(make_settings, database_url) as (settings, _base_url):
+        close_period(settings, OCTOBER)  # the late days become corrections for November
+        close_period(settings, NOVEMBER, options=DRAFT)
+    waiting = rows(
+        database_url,
+        "SELECT DISTINCT org_id FROM invoice_correction WHERE applied_invoice_id IS NULL",
+    )
+    assert waiting, "the late days must leave corrections waiting for November"
+    ((numbered,),) = rows(database_url, "SELECT count(*) FROM invoice WHERE number IS NOT NULL")
+
+    final = finalize_period(settings, NOVEMBER)
+
+    year = datetime.now(UTC).year
+    november = rows(
+        database_url,
+        "SELECT org_id, number, status, contact_emails, id FROM invoice "
+        "WHERE period = '2026-11' ORDER BY org_id",
+    )
+    assert len(november) == 5
+    assert [number for _org, number, *_rest in november] == [
+        f"INV-{year}-{n:06d}" for n in range(int(str(numbered)) + 1, int(str(numbered)) + 6)
+    ]
+    assert {s.invoice_number for s in final.statements} == {n for _o, n, *_r in november}
+    assert {status for _o, _n, status, *_r in november} <= {"finalized", "sent"}
+    applied = rows(
+        database_url,
+        "SELECT c.org_id, i.org_id FROM invoice_correction c "
+        "JOIN invoice i ON i.id = c.applied_invoice_id WHERE c.target_period = '2026-11'",
+    )
+    assert {org for org, _ in applied} == {org for (org,) in waiting}
+    assert all(org == invoice_org for org, invoice_org in applied)
+    deliveries = rows(
+        database_url,
+        "SELECT invoice_id, recipient FROM email_delivery WHERE period = '2026-11' "
+        "AND kind = 'statement' ORDER BY invoice_id, recipient",
+    )
+    expected = sorted(
+        (invoice_id, address)
+        for _org, _number, _status, emails, invoice_id in november
+        for address in str(emails).split(", ")
+        if address
+    )
+    assert deliveries == expected
+    assert deliveries, "the example directory gives some orgs contacts"

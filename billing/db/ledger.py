@@ -8,8 +8,9 @@ from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
-from sqlalchemy import ColumnElement, delete, func, insert, select, update
+from sqlalchemy import ColumnElement, Row, bindparam, delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col
 
@@ -475,47 +476,107 @@ def attach_corrections(session: Session, invoice_id: int) -> None:
     session.flush()
 
 
+@dataclass(frozen=True, slots=True)
+class NumbersGiven:
+    """The consecutive invoice numbers a finalize handed out (first and last in org order)."""
+
+    count: int
+    first: str = ""
+    last: str = ""
+
+
+# Drafts numbered and queued per statement batch: memory stays flat however many orgs.
+FINALIZE_BATCH = 500
+
+
 def finalize_drafts(
     session: Session,
     period: BillingPeriod,
     now: datetime,
     due_at: datetime,
     org_scope: Collection[str] | None = None,
-) -> list[str]:
-    """Finalize a period's drafts: number them (gapless per year) and freeze them; corrections
-    they carry count as billed, and each contact gets a pending delivery in the outbox.
-    Returns the numbers given, in org order."""
-    drafts = list(
-        session.execute(
-            select(Invoice)
-            .where(_in_period(period, org_scope), col(Invoice.status) == DRAFT)
-            .order_by(col(Invoice.org_id))
-        )
-        .scalars()
-        .all()
-    )
+) -> NumbersGiven:
+    """Finalize a period's drafts: number them (gapless per year, in org order) and freeze
+    them; corrections they carry count as billed, and each contact gets a pending delivery in
+    the outbox. Drafts are read and written in batches of plain rows, not ORM objects."""
+    in_scope = _in_period(period, org_scope) & (col(Invoice.status) == DRAFT)
     waiting = pending_correction_orgs(session, period, org_scope)
-    carrying = set(
-        session.execute(
-            select(col(InvoiceCharge.invoice_id)).where(
-                col(InvoiceCharge.invoice_id).in_([draft.id for draft in drafts]),
-                col(InvoiceCharge.charge_class) == CORRECTION,
-            )
-        ).scalars()
+    carrying = session.execute(
+        select(col(InvoiceCharge.invoice_id))
+        .join(Invoice, col(Invoice.id) == col(InvoiceCharge.invoice_id))
+        .where(in_scope, col(InvoiceCharge.charge_class) == CORRECTION)
+        .distinct()
+    ).scalars()
+    waiting_drafts = session.execute(
+        select(col(Invoice.id)).where(in_scope, col(Invoice.org_id).in_(waiting))
+    ).scalars()
+    for draft_id in sorted({*carrying, *waiting_drafts}):  # corrections may have come or gone
+        attach_corrections(session, draft_id)
+    count = session.execute(select(func.count()).select_from(Invoice).where(in_scope)).scalar_one()
+    if count == 0:
+        return NumbersGiven(0)
+    first = next_number = reserve_numbers(session, now.year, count)
+    for batch in _draft_batches(session, in_scope):
+        numbers = [invoice_number(now.year, next_number + offset) for offset in range(len(batch))]
+        _number_and_freeze(session, batch, numbers, now, due_at)
+        _mark_corrections_billed(session, [draft for draft in batch if draft.org_id in waiting])
+        queue_statements(session, batch, now)
+        next_number += len(batch)
+    if next_number - first != count:  # the drafts changed under the transaction's feet
+        raise InvoiceStateError(
+            f"period {period}: {count} drafts were counted but {next_number - first} numbered"
+        )
+    _expire_loaded_invoices(session)
+    return NumbersGiven(
+        count, invoice_number(now.year, first), invoice_number(now.year, next_number - 1)
     )
-    for draft in drafts:  # corrections may have come or gone since the draft was stored
-        assert draft.id is not None
-        if draft.org_id in waiting or draft.id in carrying:
-            attach_corrections(session, draft.id)
-    numbers = next_numbers(session, now.year, len(drafts))
-    for draft, number in zip(drafts, numbers, strict=True):
-        draft.number = number
-        draft.status = FINALIZED
-        draft.issued_at = now
-        draft.finalized_at = now
-        draft.due_at = due_at
-        if draft.org_id not in waiting:
-            continue  # no correction of this org waits for this period
+
+
+def _draft_batches(session: Session, in_scope: ColumnElement[bool]) -> Iterator[list[Row[Any]]]:
+    """The drafts as rows (id, org_id, period, contact_emails), in org order, a batch at a
+    time (keyset on the org id, which is unique per period)."""
+    after: str | None = None
+    while True:
+        query = select(
+            col(Invoice.id), col(Invoice.org_id), col(Invoice.period), col(Invoice.contact_emails)
+        ).where(in_scope)
+        if after is not None:
+            query = query.where(col(Invoice.org_id) > after)
+        batch = list(session.execute(query.order_by(col(Invoice.org_id)).limit(FINALIZE_BATCH)))
+        if not batch:
+            return
+        yield batch
+        after = batch[-1].org_id
+
+
+def _number_and_freeze(
+    session: Session,
+    drafts: Sequence[Row[Any]],
+    numbers: Sequence[str],
+    now: datetime,
+    due: datetime,
+) -> None:
+    invoices = Invoice.__table__  # type: ignore[attr-defined]
+    session.execute(
+        update(invoices)
+        .where(invoices.c.id == bindparam("draft_id"))
+        .values(
+            number=bindparam("given_number"),
+            status=FINALIZED,
+            issued_at=now,
+            finalized_at=now,
+            due_at=due,
+        ),
+        [
+            {"draft_id": draft.id, "given_number": number}
+            for draft, number in zip(drafts, numbers, strict=True)
+        ],
+    )
+
+
+def _mark_corrections_billed(session: Session, drafts: Sequence[Row[Any]]) -> None:
+    """Corrections waiting for these drafts' period now count as billed on them."""
+    for draft in drafts:
         session.execute(
             update(InvoiceCorrection)
             .where(
@@ -525,16 +586,22 @@ def finalize_drafts(
             )
             .values(applied_invoice_id=draft.id)
         )
-    session.flush()
-    queue_statements(session, drafts, now)
-    return numbers
 
 
-def next_numbers(session: Session, year: int, count: int) -> list[str]:
-    """Hand out `count` consecutive numbers of a year under a row lock: a rolled-back
-    transaction returns its numbers, so there are no gaps and no duplicates."""
-    if count == 0:
-        return []
+def _expire_loaded_invoices(session: Session) -> None:
+    """Invoices already in the session were changed behind its back: reload them on use."""
+    for loaded in list(session.identity_map.values()):
+        if isinstance(loaded, Invoice):
+            session.expire(loaded)
+
+
+def invoice_number(year: int, sequence_number: int) -> str:
+    return f"INV-{year}-{sequence_number:06d}"
+
+
+def reserve_numbers(session: Session, year: int, count: int) -> int:
+    """Hand out `count` consecutive numbers of a year under a row lock and return the first:
+    a rolled-back transaction returns its numbers, so there are no gaps and no duplicates."""
     dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
     session.execute(
         dialect.insert(InvoiceNumberSequence)
@@ -546,10 +613,10 @@ def next_numbers(session: Session, year: int, count: int) -> list[str]:
         .where(col(InvoiceNumberSequence.year) == year)
         .with_for_update()
     ).scalar_one()
-    first = sequence.last_number + 1
+    first: int = sequence.last_number + 1
     sequence.last_number += count
     session.flush()
-    return [f"INV-{year}-{number:06d}" for number in range(first, first + count)]
+    return first
 
 
 def void_invoice(session: Session, invoice: Invoice, reason: str, now: datetime) -> None:

@@ -6,6 +6,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol
 
 from sqlalchemy import func, insert, select, update
 from sqlmodel import Session, col
@@ -16,11 +17,24 @@ PENDING, SENDING, SENT, FAILED, UNKNOWN = "pending", "sending", "sent", "failed"
 STATEMENT, RESEND = "statement", "resend"
 
 
-def contacts_of(invoice: Invoice) -> list[str]:
+class Addressed(Protocol):
+    """What the outbox needs of an invoice: an ORM object or a row of these columns."""
+
+    @property
+    def id(self) -> int | None: ...
+    @property
+    def org_id(self) -> str: ...
+    @property
+    def period(self) -> str: ...
+    @property
+    def contact_emails(self) -> str: ...
+
+
+def contacts_of(invoice: Addressed) -> list[str]:
     return [address for address in invoice.contact_emails.split(", ") if address]
 
 
-def queue_statements(session: Session, invoices: Sequence[Invoice], now: datetime) -> int:
+def queue_statements(session: Session, invoices: Sequence[Addressed], now: datetime) -> int:
     """One pending delivery per contact of each invoice (in the finalizing transaction)."""
     rows = [
         {
