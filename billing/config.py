@@ -103,9 +103,10 @@ class Settings(BaseSettings):
         Decimal(50), ge=0, validation_alias=_env("BILLING_REPORT_SWING_PERCENT")
     )
     report_top_orgs: int = Field(10, ge=1, validation_alias=_env("BILLING_REPORT_TOP_ORGS"))
-    report_max_org_rows: int = Field(
-        200, ge=1, validation_alias=_env("BILLING_REPORT_MAX_ORG_ROWS")
-    )
+    # summary.pdf is an overview: WeasyPrint holds about 0.2 MiB per listed org while it lays
+    # the document out, so 50 rows keep it the size of one long statement (every org is in the
+    # CSVs).
+    report_max_org_rows: int = Field(50, ge=1, validation_alias=_env("BILLING_REPORT_MAX_ORG_ROWS"))
     render_processes: int = Field(0, ge=0, validation_alias=_env("BILLING_RENDER_PROCESSES"))
 
     @field_validator("mka1_base_url")
