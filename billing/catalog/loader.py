@@ -8,6 +8,7 @@ import json
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -19,7 +20,7 @@ from billing.catalog.schema import (
     RateCardSpec,
     price_to_spec_input,
 )
-from billing.catalog.yamlsource import YamlSource, read_yaml
+from billing.catalog.yamlsource import YamlSource, read_yaml, stream_yaml_list
 from billing.domain import OrgAccount, RateCard
 from billing.errors import ConfigError, RateCardError
 from billing.periods import BillingPeriod
@@ -173,47 +174,65 @@ def _account(org: OrgSpec) -> OrgAccount:
     )
 
 
-def _directory_from_source(source: YamlSource) -> tuple[OrgDirectory | None, list[str]]:
-    """Validate the directory entry by entry, so one bad org does not hide the others."""
+class _EntryCollector:
+    """The entries of `orgs:` validated one by one as they are read; their problems are worded
+    at the end, when the source that gives their lines exists."""
+
+    def __init__(self) -> None:
+        self.orgs: dict[str, OrgAccount] = {}
+        self.entry_index: dict[str, int] = {}
+        # (index, the validation error or the org_id listed twice), in entry order
+        self.rejected: list[tuple[int, ValidationError | str]] = []
+
+    def add(self, index: int, entry: Any) -> None:
+        if isinstance(entry, dict) and isinstance(entry.get("org_id"), str):
+            self.entry_index[entry["org_id"]] = index
+        try:
+            org = OrgSpec.model_validate(entry)
+        except ValidationError as error:
+            self.rejected.append((index, error))
+            return
+        if org.org_id in self.orgs:
+            self.rejected.append((index, org.org_id))
+            return
+        self.orgs[org.org_id] = _account(org)
+
+    def problems(self, source: YamlSource) -> list[str]:
+        messages: list[str] = []
+        for index, reason in self.rejected:
+            if isinstance(reason, ValidationError):
+                messages.extend(source.problems(reason, ("orgs", index)))
+                continue
+            where = source.where(("orgs", index, "org_id"))
+            messages.append(f"{where}: field orgs.{index}.org_id: org {reason!r} is listed twice")
+        return messages
+
+
+def _read_directory(path: Path) -> tuple[OrgDirectory | None, list[str]]:
+    """Validate the directory entry by entry, so one bad org does not hide the others; the
+    entries are validated as they are parsed, so only one is held as raw YAML at a time."""
+    entries = _EntryCollector()
+    source = stream_yaml_list(path, "orgs", entries.add)
     data = source.data if isinstance(source.data, dict) else {}
-    entries = data.get("orgs") or []
     try:
         spec = OrgDirectorySpec.model_validate({**data, "orgs": []} if data else source.data)
     except ValidationError as error:
         return None, source.problems(error)
-    if not isinstance(entries, list):
+    # [] when streamed; still a list when it could not be (anchored, tagged or merged in)
+    unstreamed = data.get("orgs") or []
+    if not isinstance(unstreamed, list):
         return None, [f"{source.where(('orgs',))}: field orgs: must be a list of org entries"]
-    orgs: dict[str, OrgAccount] = {}
-    problems: list[str] = []
-    for index, entry in enumerate(entries):
-        try:
-            org = OrgSpec.model_validate(entry)
-        except ValidationError as error:
-            problems.extend(source.problems(error, ("orgs", index)))
-            continue
-        if org.org_id in orgs:
-            where = source.where(("orgs", index, "org_id"))
-            problems.append(
-                f"{where}: field orgs.{index}.org_id: org {org.org_id!r} is listed twice"
-            )
-            continue
-        orgs[org.org_id] = _account(org)
+    for index, entry in enumerate(unstreamed):
+        entries.add(index, entry)
     # Kept for messages that name a line later; the parsed data is not needed any more.
     kept = dataclasses.replace(source, data=None)
-    return OrgDirectory(spec.default_rate_card, orgs, kept, _entry_index(entries)), problems
-
-
-def _entry_index(entries: list[object]) -> dict[str, int]:
-    return {
-        entry["org_id"]: index
-        for index, entry in enumerate(entries)
-        if isinstance(entry, dict) and isinstance(entry.get("org_id"), str)
-    }
+    directory = OrgDirectory(spec.default_rate_card, entries.orgs, kept, entries.entry_index)
+    return directory, entries.problems(source)
 
 
 def load_org_directory(path: Path) -> OrgDirectory:
     """Load and validate the org directory YAML; the error names file, line and field."""
-    directory, problems = _directory_from_source(read_yaml(path))
+    directory, problems = _read_directory(path)
     if directory is None or problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         raise ConfigError(problems[0] + more)
@@ -275,7 +294,7 @@ def check_catalog(cards_folder: Path, orgs_file: Path) -> list[str]:
     cards, problems = _read_cards(cards_folder)
     catalog = RateCatalog(tuple(cards))
     try:
-        directory, directory_problems = _directory_from_source(read_yaml(orgs_file))
+        directory, directory_problems = _read_directory(orgs_file)
     except ConfigError as error:
         return [*problems, str(error)]
     problems.extend(directory_problems)
