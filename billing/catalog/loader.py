@@ -5,8 +5,10 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -239,15 +241,16 @@ def load_org_directory(path: Path) -> OrgDirectory:
     return directory
 
 
-def apply_overrides(card: RateCard, account: OrgAccount, where: str) -> RateCard:
-    """The card with an org's replaced prices; a price model given replaces the card's model."""
+def apply_overrides(card: RateCard, account: OrgAccount, where: Callable[[], str]) -> RateCard:
+    """The card with an org's replaced prices; a price model given replaces the card's model.
+    `where` gives file:line for an error: only then, as finding lines composes the whole file."""
     if not account.overrides:
         return card
     prices = {price.name: price for price in card.meters}
     for name in account.overrides:
         if name not in prices:
             raise RateCardError(
-                f"{where}: org {account.org_id}: override of {name!r}, which rate card "
+                f"{where()}: org {account.org_id}: override of {name!r}, which rate card "
                 f"{card.id!r} version {card.version} does not have"
             )
     replaced = []
@@ -264,7 +267,7 @@ def apply_overrides(card: RateCard, account: OrgAccount, where: str) -> RateCard
         except ValidationError as error:
             message = error.errors()[0]["msg"].removeprefix("Value error, ")
             raise RateCardError(
-                f"{where}: org {account.org_id}: override of {price.name!r}: {message}"
+                f"{where()}: org {account.org_id}: override of {price.name!r}: {message}"
             ) from None
     digest = hashlib.sha256(
         (card.content_hash + json.dumps(account.overrides, sort_keys=True, default=str)).encode()
@@ -277,7 +280,7 @@ def card_for_account(
 ) -> RateCard:
     """The card version that prices an org in a period, with the org's overrides applied."""
     card = catalog.card_for(directory.rate_card_id(account), period, account.org_id)
-    return apply_overrides(card, account, directory.where(account.org_id, "overrides"))
+    return apply_overrides(card, account, partial(directory.where, account.org_id, "overrides"))
 
 
 def check_directory_against_catalog(
@@ -318,7 +321,9 @@ def check_catalog(cards_folder: Path, orgs_file: Path) -> list[str]:
             continue
         for version in catalog.versions(card_id):
             try:
-                apply_overrides(version, account, directory.where(account.org_id, "overrides"))
+                apply_overrides(
+                    version, account, partial(directory.where, account.org_id, "overrides")
+                )
             except RateCardError as error:
                 problems.append(str(error))
     return problems
