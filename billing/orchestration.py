@@ -64,6 +64,7 @@ from billing.periods import BillingPeriod
 from billing.pricing import load_pricing
 from billing.publishing import (
     load_cost_centre_map,
+    output_folder,
     render_documents,
     report_writer,
     run_facts,
@@ -470,7 +471,7 @@ def report(settings: Settings, run_id: int, *, cap: int = 5, now: Clock = _now) 
             previous = period_org_totals(session, period.previous())
             facts = run_facts(session, run_id, settings)
             rated = unit_results(session, run_id, RATE)
-        folder = period_folder(settings.output_dir, str(period))
+        folder = output_folder(settings, period, log.info)
         with report_writer(settings, folder, period, load_cost_centre_map(settings)) as writer:
             for statement in iter_statements(engine, period):
                 writer.add(statement)

@@ -29,7 +29,7 @@ from billing.mail import StatementDocuments
 from billing.periods import BillingPeriod
 from billing.statements.allocation import CostCentreMap, load_cost_centres
 from billing.statements.csv_files import statement_csv
-from billing.statements.files import period_folder, safe_stem, write_atomically
+from billing.statements.files import period_folder, safe_stem, sweep_abandoned, write_atomically
 from billing.statements.parallel import render_pdfs, render_processes
 from billing.statements.pdf import StatementRenderer, shared_renderer, template_environment
 from billing.statements.period_reports import PeriodReportWriter
@@ -92,6 +92,14 @@ def write_documents(folder: Path, documents: StatementDocuments) -> None:
     write_atomically(folder, f"{documents.stem}.csv", documents.csv)
 
 
+def output_folder(settings: Settings, period: BillingPeriod, say: Progress) -> Path:
+    """The period's statements folder, rid of the work files a killed close left in it."""
+    folder = period_folder(settings.output_dir, str(period))
+    if removed := sweep_abandoned(folder):
+        say(f"removed {len(removed)} work file(s) a stopped close left in {folder}")
+    return folder
+
+
 def report_writer(
     settings: Settings, folder: Path, period: BillingPeriod, centres: CostCentreMap
 ) -> PeriodReportWriter:
@@ -142,7 +150,7 @@ def publish_statements(
     without it the report reads what the run table holds.
     """
     centres = load_cost_centre_map(settings)
-    folder = period_folder(settings.output_dir, str(period))
+    folder = output_folder(settings, period, say)
     engine = make_engine(settings.database_url)
     written = 0
     try:
@@ -262,7 +270,7 @@ def render_statements(
     """
     say = progress or log.info
     centres = load_cost_centre_map(settings) if org_id is None else CostCentreMap()
-    folder = period_folder(settings.output_dir, str(period))
+    folder = output_folder(settings, period, say)
     engine = make_engine(settings.database_url)
     files: list[Path] = []
     count = 0

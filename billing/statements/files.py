@@ -5,12 +5,20 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import shutil
+import socket
 import tempfile
+import time
 from pathlib import Path
 
 from billing.errors import OutputError
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+# Work files and folders are named after their writer (host and process), so that the next
+# close can tell those of a killed writer from those of one still at work.
+_WORK_NAME = re.compile(r"^\.tmp-(?:reports-)?(?:(?P<host>.+)-(?P<pid>\d+)-)?[A-Za-z0-9_]+")
+# Whoever wrote it, no writer takes this long: older work files are abandoned.
+ABANDONED_AFTER_SECONDS = 24 * 3600
 
 
 def safe_stem(org_id: str) -> str:
@@ -43,10 +51,59 @@ def write_atomically(folder: Path, name: str, content: bytes) -> Path:
     if target.parent != folder.resolve():
         raise OutputError(f"refusing to write {name!r} outside {folder}")
     try:
-        handle, temporary = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=target.suffix)
+        handle, temporary = tempfile.mkstemp(dir=folder, prefix=work_prefix(), suffix=target.suffix)
         with os.fdopen(handle, "wb") as stream:
             stream.write(content)
         os.replace(temporary, target)
     except OSError as error:
         raise OutputError(f"cannot write {target}: {error.strerror}") from None
     return target
+
+
+def work_prefix(kind: str = "") -> str:
+    """The name start of this process's work files in an output folder (`kind` e.g. "reports-")."""
+    return f".tmp-{kind}{_host()}-{os.getpid()}-"
+
+
+def sweep_abandoned(folder: Path) -> list[Path]:
+    """Remove the work files and folders that a killed writer left in `folder`: those of a
+    process of this host that is gone, and any older than a day. Returns what was removed."""
+    removed = []
+    try:
+        entries = [entry for entry in folder.iterdir() if entry.name.startswith(".tmp-")]
+    except OSError:
+        return []
+    for entry in entries:
+        found = _WORK_NAME.match(entry.name)
+        if found is None or not _abandoned(entry, found.group("host"), found.group("pid")):
+            continue
+        if entry.is_dir():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+        removed.append(entry)
+    return removed
+
+
+def _abandoned(entry: Path, host: str | None, pid: str | None) -> bool:
+    if host == _host() and pid is not None and not _process_alive(int(pid)):
+        return True
+    try:
+        age = time.time() - entry.lstat().st_mtime  # float-ok: file ages in seconds
+    except OSError:
+        return False
+    return age > ABANDONED_AFTER_SECONDS
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
+
+
+def _host() -> str:
+    return _UNSAFE.sub("_", socket.gethostname()) or "host"

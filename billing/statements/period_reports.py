@@ -25,6 +25,7 @@ from billing.statements.allocation import (
     org_allocation,
 )
 from billing.statements.csv_files import SUMMARY_COLUMNS, neutralise, summary_row
+from billing.statements.files import work_prefix
 from billing.statements.reports import (
     CentreTotal,
     ChangeSelection,
@@ -120,7 +121,7 @@ class PeriodReportWriter:
         self._scratch_size = 0
         self._finished = False
         try:
-            self._work = Path(tempfile.mkdtemp(dir=folder, prefix=".tmp-reports-"))
+            self._work = Path(tempfile.mkdtemp(dir=folder, prefix=work_prefix("reports-")))
             self._summary: BinaryIO = open(self._work / "summary.csv", "wb")  # noqa: SIM115
             self._scratch: BinaryIO = open(self._work / "allocation.rows", "w+b")  # noqa: SIM115
             self._summary.write(csv_lines([SUMMARY_COLUMNS]))
