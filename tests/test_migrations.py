@@ -21,6 +21,7 @@ NEW_REVISIONS = [
     "0005_email_outbox",
     "0006_distributed_runs",
     "0007_fast_invoice_writes",
+    "0008_snapshot_by_org",
 ]
 AMOUNT = Decimal("1234567.123456789012")  # 12 decimal places
 

@@ -78,7 +78,8 @@ class UsageSnapshotRow(SQLModel, table=True):
     """One usage result exactly as a run fetched and priced it (the evidence behind invoices)."""
 
     __tablename__ = "usage_snapshot"
-    __table_args__ = (Index("ix_usage_snapshot_run", "run_id"),)
+    # By run and org: a rate batch reads only its orgs' rows (migration 0008).
+    __table_args__ = (Index("ix_usage_snapshot_run_org", "run_id", "org_id"),)
 
     id: int | None = Field(default=None, primary_key=True)
     run_id: int = Field(
