@@ -95,11 +95,11 @@ the project's code patched in a scratch script, then fixed in the project.
    read the whole period's statements and kept them through render, CSV and email, and
    `summary.pdf` listed every org in one WeasyPrint document (1.5 GiB at 5,000 orgs). Now
    the fetch keeps counts and a few integers per org; the replay index spills to a temporary
-   SQLite file beyond 50,000 digests; rating reads the snapshot back one org at a time and
-   stores drafts a batch at a time; statements are read 100 at a time for the PDFs, CSVs,
-   emails and reports; the reports are written by a streaming writer, and `summary.pdf`'s
-   per-org tables are bounded by `BILLING_REPORT_MAX_ORG_ROWS` (every org stays in
-   `summary.csv` and the new `changes.csv`).
+   SQLite file (item 8); rating reads the snapshot back one org at a time and stores drafts a
+   batch at a time; statements are read 100 at a time for the PDFs, CSVs, emails and reports;
+   the reports are written by a streaming writer, and `summary.pdf`'s per-org tables are
+   bounded by `BILLING_REPORT_MAX_ORG_ROWS` (every org stays in `summary.csv` and the new
+   `changes.csv`).
 5. **Rendering in the close**: the in-process close rendered serially; it now renders through
    `render_pdfs` with `BILLING_RENDER_PROCESSES` processes (one per CPU by default), and a
    Celery render task reuses one renderer per worker process (`shared_renderer`) instead of
@@ -109,8 +109,26 @@ the project's code patched in a scratch script, then fixed in the project.
    line numbers). It is parsed with libyaml now and the line numbers are composed only when a
    message needs one: 1.3 s and +37 MiB.
 7. **Finalize** ran one `UPDATE invoice_correction` per draft; it now runs one only for orgs
-   with corrections waiting (1,000 drafts: 1.02 s to 0.09 s, measured after the scaling run
-   above).
+   with corrections waiting (1,000 drafts: 1.02 s to 0.09 s).
+8. **Memory still grew** after item 4: 166 MiB at 100 orgs, 195 MiB at 1,000, 211 MiB at
+   5,000. The resident size was read at every stage boundary (a scratch script, rendering
+   faked), which found:
+   - the overrides check formatted each org's `file:line` before knowing whether there was an
+     error, and finding a line composes the whole directory's node tree: +29 MiB at 5,000
+     orgs, on every close. The location is now worked out only for an error;
+   - the directory's parse held the whole file as Python objects (a 26 MiB peak at 5,000
+     orgs, most of it kept by the heap afterwards). The `orgs:` list is now read and
+     validated one entry at a time as libyaml parses it (peak 4.4 MiB, 4% slower);
+   - `finalize_drafts` loaded every draft as an ORM object (+11 MiB at 5,000). It now numbers,
+     freezes and queues the drafts 500 plain rows at a time;
+   - the replay index kept 50,000 digests in memory before spilling (about 6 MiB, and a
+     sorted copy while spilling); it keeps 10,000 now, and lookups take the same time;
+   - WeasyPrint holds about 0.2 MiB per org that `summary.pdf` lists while it lays the
+     document out (at 300 orgs: +7 MiB for 25 rows per table, +13 MiB for 50, +48 MiB for
+     200). The default `BILLING_REPORT_MAX_ORG_ROWS` is 50 now, so the summary costs about
+     what one long statement does, whatever the number of orgs;
+   - the benchmark's own set-up wrote the synthetic directory through one big Python
+     structure in the measured process; it now writes it entry by entry.
 """
 
 
