@@ -7,7 +7,7 @@ VENV := .venv
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: demo test install system-deps test-system-deps services lint format check bench bench-rating bench-memory bench-close bench-scale clean
+.PHONY: demo test install system-deps test-system-deps services lint format check bench bench-rating bench-memory bench-close bench-workers bench-scale clean
 
 demo: install  ## install, then close last month against the built-in emulator (SQLite, files)
 	$(VENV)/bin/billing demo
@@ -38,7 +38,7 @@ check:  ## ruff, formatting, mypy and the import-layer contracts
 	$(VENV)/bin/mypy billing workers
 	$(VENV)/bin/lint-imports
 
-bench: bench-rating bench-memory bench-close  ## the benchmarks (not bench-scale); figures in bench/results/ and docs/PERFORMANCE.md
+bench: bench-rating bench-memory bench-workers bench-close  ## the benchmarks (not bench-scale); figures in bench/results/ and docs/PERFORMANCE.md
 
 bench-rating: install  ## rating of 1,000,000 usage rows on one core
 	$(VENV)/bin/python -m bench.rating
@@ -49,6 +49,9 @@ bench-memory: install  ## peak memory of a close over 10 pages against 100 pages
 bench-close: install services  ## the close of BENCH_ORGS orgs (1,000) on PostgreSQL, stage by stage, beside each stage's floor
 	$(VENV)/bin/python -m bench.close --end-to-end $(if $(BENCH_ORGS),--orgs $(BENCH_ORGS))
 	$(VENV)/bin/python -m bench.report $(if $(BENCH_ORGS),--orgs $(BENCH_ORGS))
+
+bench-workers: install services  ## the close of BENCH_WORKER_ORGS orgs (200) on 1 and then 2 Celery worker processes
+	$(VENV)/bin/python -m bench.workers $(if $(BENCH_WORKER_ORGS),--orgs $(BENCH_WORKER_ORGS))
 
 bench-scale: install services  ## time and peak RSS of the close at BENCH_SIZES orgs (100,1000,5000), each in its own process
 	$(VENV)/bin/python -m bench.scaling $(if $(BENCH_SIZES),--sizes $(BENCH_SIZES))

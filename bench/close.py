@@ -55,6 +55,7 @@ from bench.support import (
     machine,
     parallel_capacity,
     throwaway_database,
+    write_figures,
 )
 from billing.config import EXAMPLES, Settings
 from billing.db.engine import ledger_engine
@@ -856,10 +857,7 @@ def main() -> None:
         args.end_to_end,
     )
     print_table(figures)
-    args.results_dir.mkdir(parents=True, exist_ok=True)
-    target = args.results_dir / f"close-{args.orgs}.json"
-    target.write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
-    print(f"figures written to {target}")
+    write_figures(args.results_dir, f"close-{args.orgs}.json", figures)
 
 
 if __name__ == "__main__":

@@ -372,6 +372,40 @@ def other_benchmarks(folder: Path) -> list[str]:
     return [*lines, ""]
 
 
+def workers_section(folder: Path, close: dict[str, Any] | None) -> list[str]:
+    """The close on Celery workers, 1 worker process against 2 (`make bench-workers`)."""
+    found = sorted(folder.glob("workers-*.json"))
+    if not found:
+        return []
+    figures = json.loads(found[-1].read_text(encoding="utf-8"))
+    runs = ", ".join(
+        f"{run['concurrency']} process(es) {seconds(run['seconds'])}" for run in figures["runs"]
+    )
+    lines = [
+        "## Adding Celery workers",
+        "",
+        f"`make bench-workers` closes {figures['orgs']:,} orgs on real Celery workers (Redis, "
+        "PostgreSQL, the emulator, an SMTP sink), from enqueueing the close to the run's "
+        f"`succeeded` (measured {figures['measured_at']}): {runs}.",
+    ]
+    if "speedup_2_vs_1" in figures:
+        lines.append(
+            f"A second worker process made the close **{figures['speedup_2_vs_1']}×** as fast; "
+            f"a pure CPU loop got {figures['cpu_loop_2_vs_1']}× from a second process at the "
+            "time, the most this machine could give."
+        )
+    per_org = figures["runs"][0]["seconds"] / figures["orgs"]
+    line = f"On one worker process the close took {per_org:.2f} s per org"
+    if close:
+        cpu = sum(stage["cpu_seconds"] for stage in close["stages"]) / close["orgs"]
+        line += f"; the in-process close above spent {cpu:.2f} s of CPU per org"
+    lines.append(
+        line + ". Each invoice is a render task and an email task, each with its own database "
+        "engine, unit bookkeeping and run check, and each email opens its own SMTP connection."
+    )
+    return [*lines, ""]
+
+
 def document(folder: Path, close: dict[str, Any] | None, scaling: dict[str, Any] | None) -> str:
     lines = [
         "# Performance",
@@ -389,6 +423,8 @@ def document(folder: Path, close: dict[str, Any] | None, scaling: dict[str, Any]
         "make bench-close BENCH_ORGS=N  # the close of another number of orgs",
         "make bench-scale               # the close at 100, 1,000 and 5,000 orgs, each in its "
         "own process",
+        "make bench-workers             # the close of 200 orgs on 1, then 2 Celery worker "
+        "processes",
         "```",
         "",
         "The close runs against `billing emulator` (its own process, loopback) and a throwaway "
@@ -414,7 +450,9 @@ def document(folder: Path, close: dict[str, Any] | None, scaling: dict[str, Any]
         lines += close_section(close) + render_section(close)
     else:
         lines += ["No close figures yet: run `make bench`.", ""]
-    lines += scaling_section(scaling) + targets_section(close, scaling)
+    lines += (
+        scaling_section(scaling) + workers_section(folder, close) + targets_section(close, scaling)
+    )
     lines += [DIAGNOSIS, *other_benchmarks(folder)]
     return "\n".join(lines).rstrip() + "\n"
 

@@ -3,6 +3,7 @@ databases, and per-stage clocks with the peak resident memory of each stage."""
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import re
@@ -273,3 +274,12 @@ def machine() -> dict[str, object]:
         "weasyprint": weasyprint.__version__,
         "platform": platform.platform(),
     }
+
+
+def write_figures(folder: Path, name: str, figures: object) -> Path:
+    """A benchmark's figures as JSON in `folder` (made if missing), and say where."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    path.write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
+    print(f"figures written to {path}")
+    return path
