@@ -374,10 +374,10 @@ def other_benchmarks(folder: Path) -> list[str]:
 
 def workers_section(folder: Path, close: dict[str, Any] | None) -> list[str]:
     """The close on Celery workers, 1 worker process against 2 (`make bench-workers`)."""
-    found = sorted(folder.glob("workers-*.json"))
+    found = [json.loads(path.read_text(encoding="utf-8")) for path in folder.glob("workers-*.json")]
     if not found:
         return []
-    figures = json.loads(found[-1].read_text(encoding="utf-8"))
+    figures = max(found, key=lambda run: str(run["measured_at"]))  # the newest, whatever size
     runs = ", ".join(
         f"{run['concurrency']} process(es) {seconds(run['seconds'])}" for run in figures["runs"]
     )
