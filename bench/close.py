@@ -57,6 +57,17 @@ from bench.support import (
     throwaway_database,
     write_figures,
 )
+from billing.close.fetch import (
+    check_completeness,
+    describe_query,
+    fetch_and_snapshot,
+    http_client,
+    usage_client,
+)
+from billing.close.inline import close_period
+from billing.close.pricing import load_pricing
+from billing.close.publish import load_cost_centre_map, report_writer, run_facts
+from billing.close.steps import in_batches
 from billing.config import EXAMPLES, Settings
 from billing.db.engine import ledger_engine
 from billing.db.ledger import finalize_drafts, store_period
@@ -70,16 +81,11 @@ from billing.db.repository import (
 )
 from billing.db.snapshots import iter_snapshot_orgs
 from billing.db.tables import Invoice, InvoiceCharge, InvoiceLine
-from billing.delivery import OutboxSender
 from billing.domain import RatingReport, Statement
-from billing.fetching import check_completeness, describe_query, fetch_and_snapshot
-from billing.mail import StatementDocuments
+from billing.email.messages import StatementDocuments
+from billing.email.outbox import OutboxSender
 from billing.periods import BillingPeriod
-from billing.pricing import load_pricing
-from billing.publishing import load_cost_centre_map, report_writer, run_facts
 from billing.rating import rate_orgs
-from billing.services import close_period, http_client, usage_client
-from billing.stages import in_batches
 from billing.statements.csv_files import statement_csv
 from billing.statements.files import period_folder, safe_stem, write_atomically
 from billing.statements.parallel import default_render_processes, render_pdfs
@@ -599,7 +605,7 @@ def smtp_port_of(settings: Settings) -> int:
 
 
 def end_to_end_close(settings: Settings) -> dict[str, float]:
-    """`billing.services.close_period` as one call, on its own fresh database: the close as the
+    """`billing.close.inline.close_period` as one call, on its own fresh database: the close as the
     service runs it (one streamed pass renders, writes, emails and reports)."""
     from bench.support import peak_rss_mib
 
@@ -820,7 +826,7 @@ def print_table(figures: dict[str, Any]) -> None:
             )
     if "end_to_end_close" in figures:
         print(
-            f"billing.services.close_period end to end (one streamed pass): "
+            f"billing.close.inline.close_period end to end (one streamed pass): "
             f"{figures['end_to_end_close']['seconds']:.1f}s"
         )
     for name, verdict in figures["targets"].items():
@@ -843,7 +849,7 @@ def main() -> None:
     parser.add_argument(
         "--end-to-end",
         action="store_true",
-        help="also time billing.services.close_period in one call, as the service runs it",
+        help="also time billing.close.inline.close_period in one call, as the service runs it",
     )
     parser.add_argument("--results-dir", type=Path, default=RESULTS)
     args = parser.parse_args()

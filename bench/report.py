@@ -187,7 +187,7 @@ def close_section(figures: dict[str, Any]) -> list[str]:
     ]
     if "end_to_end_close" in figures:
         notes.append(
-            f"- `billing.services.close_period` in one call, as the service runs it (render, "
+            f"- `billing.close.inline.close_period` in one call, as the service runs it (render, "
             f"CSV, email and reports in one streamed pass): "
             f"{seconds(figures['end_to_end_close']['seconds'])}"
         )
@@ -435,7 +435,7 @@ def document(folder: Path, close: dict[str, Any] | None, scaling: dict[str, Any]
         "`finalize_drafts`, `iter_statements`, `render_pdfs`, `statement_csv`, "
         "`OutboxSender`, `PeriodReportWriter`), streaming as the close does. "
         "`bench/close.py` explains each floor; `make bench-close` also times "
-        "`billing.services.close_period` end to end on a fresh database.",
+        "`billing.close.inline.close_period` end to end on a fresh database.",
         "",
     ]
     if close:

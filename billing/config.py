@@ -10,8 +10,8 @@ from typing import Annotated, Literal
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from billing.addresses import parse_mailbox, parse_smtp_url, plain_address_problem
 from billing.errors import ConfigError
-from billing.mail_settings import parse_mailbox, parse_smtp_url, plain_address_problem
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = PROJECT_ROOT / "examples"

@@ -73,7 +73,7 @@ class IncompleteUsage(UsageError):
 
 
 class DeliveryError(OutputError):
-    """An email was not delivered; `status` is "failed", "retry" or "unknown" (see billing.smtp).
+    """An email was not delivered; `status` is "failed", "retry" or "unknown" (billing.email.smtp).
 
     Only "retry" is retryable: after "unknown" the message may have arrived, so a person checks
     the mail log before anything is sent again.

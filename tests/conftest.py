@@ -14,7 +14,7 @@ from pydantic import SecretStr
 from bench.support import pg_admin_user
 from billing.config import Settings
 
-pytest_plugins = ["tests.smtp_servers"]  # the smtp_server and raw_server fixtures
+pytest_plugins = ["tests.support.smtp_servers"]  # the smtp_server and raw_server fixtures
 
 PG_HOST = os.environ.get("BILLING_TEST_PG_HOST", "127.0.0.1")
 PG_PORT = int(os.environ.get("BILLING_TEST_PG_PORT", "5432"))

@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from billing.close.distributed import RunProgress, run_progress
 from billing.config import Settings
 from billing.errors import BillingError
-from billing.orchestration import RunProgress, run_progress
 from billing.periods import BillingPeriod
 
 

@@ -13,13 +13,13 @@ from typing import Any
 from celery import Task
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from billing import orchestration
+from billing.close import distributed
+from billing.close.distributed import Work
+from billing.close.steps import CloseOptions
 from billing.config import get_settings
 from billing.db.locks import PeriodBusy
 from billing.errors import BillingError, UpstreamUnavailable
-from billing.orchestration import Work
 from billing.periods import BillingPeriod
-from billing.stages import CloseOptions
 from workers.celery_app import app
 
 # IntegrityError: a duplicate of a step ran at the same moment; on the retry the step finds
@@ -62,10 +62,10 @@ def _step(stage: str, unit: str, run_id: int, call: Any) -> dict[str, object]:
     except BillingError as error:
         if error.retryable:
             raise
-        orchestration.fail_unit(get_settings(), run_id, stage, unit, str(error))
+        distributed.fail_unit(get_settings(), run_id, stage, unit, str(error))
         return {"run_id": run_id, "failed": str(error)}
     except Exception as error:
-        orchestration.fail_unit(get_settings(), run_id, stage, unit, repr(error)[:500])
+        distributed.fail_unit(get_settings(), run_id, stage, unit, repr(error)[:500])
         raise
     enqueue(work)
     return {"run_id": run_id, "stage": stage, "unit": unit}
@@ -82,7 +82,7 @@ def close_period(
 ) -> dict[str, object]:
     """Begin a distributed close; a close of the period already under way makes it a no-op."""
     try:
-        run_id = orchestration.begin_close(
+        run_id = distributed.begin_close(
             get_settings(),
             BillingPeriod.parse(period),
             trigger=trigger,
@@ -106,7 +106,7 @@ def close_previous_month() -> dict[str, object]:
 @app.task(name="workers.tasks.fetch_usage", **STEP)
 def fetch_usage(self: Task, run_id: int) -> dict[str, object]:
     return _step(
-        "fetch", "all", run_id, lambda: orchestration.fetch(get_settings(), run_id, cap=_cap())
+        "fetch", "all", run_id, lambda: distributed.fetch(get_settings(), run_id, cap=_cap())
     )
 
 
@@ -116,7 +116,7 @@ def rate_batch(self: Task, run_id: int, unit: str) -> dict[str, object]:
         "rate",
         unit,
         run_id,
-        lambda: orchestration.rate_batch(get_settings(), run_id, unit, cap=_cap()),
+        lambda: distributed.rate_batch(get_settings(), run_id, unit, cap=_cap()),
     )
 
 
@@ -126,7 +126,7 @@ def render_invoice(self: Task, run_id: int, invoice_id: int) -> dict[str, object
         "render",
         str(invoice_id),
         run_id,
-        lambda: orchestration.render_invoice(get_settings(), run_id, invoice_id, cap=_cap()),
+        lambda: distributed.render_invoice(get_settings(), run_id, invoice_id, cap=_cap()),
     )
 
 
@@ -136,14 +136,14 @@ def email_invoice(self: Task, run_id: int, invoice_id: int) -> dict[str, object]
         "email",
         str(invoice_id),
         run_id,
-        lambda: orchestration.email_invoice(get_settings(), run_id, invoice_id, cap=_cap()),
+        lambda: distributed.email_invoice(get_settings(), run_id, invoice_id, cap=_cap()),
     )
 
 
 @app.task(name="workers.tasks.report", **STEP)
 def report(self: Task, run_id: int) -> dict[str, object]:
     return _step(
-        "report", "all", run_id, lambda: orchestration.report(get_settings(), run_id, cap=_cap())
+        "report", "all", run_id, lambda: distributed.report(get_settings(), run_id, cap=_cap())
     )
 
 
@@ -151,7 +151,7 @@ def report(self: Task, run_id: int) -> dict[str, object]:
 def sweep() -> dict[str, object]:
     """Re-enqueue the undone steps of runs with no sign of life (lost messages, dead workers)."""
     settings = get_settings()
-    found = orchestration.sweep(settings, stalled_after=timedelta(minutes=settings.stall_minutes))
+    found = distributed.sweep(settings, stalled_after=timedelta(minutes=settings.stall_minutes))
     for work in found:
         enqueue(work)
     return {"runs": [work.run_id for work in found]}

@@ -17,8 +17,8 @@ from pydantic import (
     model_validator,
 )
 
+from billing.addresses import plain_address_problem
 from billing.domain import METERS, MeterPrice, Tier
-from billing.mail_settings import plain_address_problem
 from billing.money import minor_unit_exponent
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +15,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
 
 from alembic import command
-from billing.config import PROJECT_ROOT
+from billing.config import PROJECT_ROOT, Settings
 from billing.errors import ConfigError, StorageError
 
 MIGRATIONS = PROJECT_ROOT / "alembic"
@@ -77,6 +79,24 @@ def ledger_engine(url: str, *, migrate: bool = True) -> Engine:
     if migrate:
         upgrade_schema(engine)
     return engine
+
+
+def open_ledger(settings: Settings, *, migrate: bool | None = None) -> Engine:
+    """The one way to open the ledger: the engine for BILLING_DATABASE_URL, migrated to the
+    newest schema first when BILLING_AUTO_MIGRATE is on (or `migrate` says so)."""
+    return ledger_engine(
+        settings.database_url, migrate=settings.auto_migrate if migrate is None else migrate
+    )
+
+
+@contextmanager
+def ledger(settings: Settings, *, migrate: bool | None = None) -> Iterator[Engine]:
+    """The ledger's engine for the length of a `with` block, disposed at its end."""
+    engine = open_ledger(settings, migrate=migrate)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
 
 
 def schema_is_current(engine: Engine) -> bool:

@@ -1,0 +1,1 @@
+"""The month close: its steps written once, driven in one process or on Celery workers."""

@@ -1,0 +1,79 @@
+"""The ledger's state machines, one StrEnum each: the only home of these words.
+
+    invoice     draft ─▶ finalized ─▶ sent          (finalized or sent ─▶ void)
+    run         running ─▶ succeeded | failed | interrupted
+    run stage   fetching ─▶ rating ─▶ publishing ─▶ reporting      (a distributed run)
+    unit        queued ─▶ running ─▶ done | failed | parked        (one step of a distributed run)
+    delivery    pending ─▶ sending ─▶ sent | failed | unknown      (one email of the outbox)
+
+The values are what the database stores; a StrEnum compares equal to its value, so rows read
+back as plain strings match these members.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class InvoiceStatus(StrEnum):
+    """An invoice's place in its lifecycle; finalized and sent invoices never change."""
+
+    DRAFT = "draft"
+    FINALIZED = "finalized"
+    SENT = "sent"
+    VOID = "void"
+
+
+class RunStatus(StrEnum):
+    """How a billing run (close, rerate, finalize) stands or ended."""
+
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"
+
+
+class RunStage(StrEnum):
+    """Where a distributed run is: the stage its units belong to now."""
+
+    FETCHING = "fetching"
+    RATING = "rating"
+    PUBLISHING = "publishing"
+    REPORTING = "reporting"
+
+
+class UnitStep(StrEnum):
+    """What one unit of a distributed run does (the run_task.stage column)."""
+
+    FETCH = "fetch"
+    RATE = "rate"
+    RENDER = "render"
+    EMAIL = "email"
+    REPORT = "report"
+
+
+class UnitStatus(StrEnum):
+    """A unit of a distributed run: queued, being worked on, or settled."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    PARKED = "parked"
+
+
+class DeliveryStatus(StrEnum):
+    """One email delivery of the outbox, to one contact."""
+
+    PENDING = "pending"
+    SENDING = "sending"
+    SENT = "sent"
+    FAILED = "failed"
+    UNKNOWN = "unknown"
+
+
+class DeliveryKind(StrEnum):
+    """Why a delivery exists: the statement queued at finalization, or a recorded resend."""
+
+    STATEMENT = "statement"
+    RESEND = "resend"

@@ -1,0 +1,1 @@
+"""Statement email: messages, one transport interface (SMTP, file, console), the outbox sender."""

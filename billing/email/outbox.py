@@ -1,0 +1,211 @@
+"""Sending the outbox: each invoice's pending deliveries as one message, every result recorded.
+
+The period's lock is held by the caller, so a delivery still `sending` when this starts belongs
+to a sender that died: it becomes `unknown` and is never resent by itself.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Protocol
+
+from jinja2 import Environment
+from sqlalchemy import Engine
+
+from billing.config import Settings
+from billing.db.locks import write_transaction
+from billing.db.outbox import (
+    RESEND,
+    Batch,
+    claim,
+    give_up_on_interrupted,
+    pending_batches,
+    settle,
+)
+from billing.db.period_reads import iter_statements
+from billing.domain import Statement
+from billing.email.messages import (
+    StatementDocuments,
+    build_statement_email,
+    email_backend,
+    envelope_recipients,
+    smtp_sender,
+)
+from billing.email.smtp import DeliveryResult
+from billing.periods import BillingPeriod
+
+# Sends of one delivery before it is marked failed (each send retries 4xx itself a few times).
+MAX_SENDS = 5
+
+
+class Courier(Protocol):
+    """Hands one message over and says how it went."""
+
+    def deliver(self, message: EmailMessage, org_id: str) -> DeliveryResult: ...
+
+
+@dataclass
+class _BackendCourier:
+    """The file, console and none backends: handing over is delivery."""
+
+    settings: Settings
+    folder: Path
+
+    def deliver(self, message: EmailMessage, org_id: str) -> DeliveryResult:
+        backend = email_backend(self.settings.email_backend, self.folder)
+        return DeliveryResult("sent", reply=backend.send(message, org_id))
+
+
+@contextmanager
+def courier(settings: Settings, folder: Path) -> Iterator[Courier]:
+    """The courier of BILLING_EMAIL_BACKEND; SMTP keeps one connection open for the batch."""
+    if settings.email_backend != "smtp":
+        yield _BackendCourier(settings, folder)
+        return
+    with smtp_sender(settings) as sender:
+
+        class _SmtpCourier:
+            def deliver(self, message: EmailMessage, org_id: str) -> DeliveryResult:
+                recipients = envelope_recipients(message, settings.email_bcc)
+                backoff = settings.smtp_retry_seconds
+                return sender.deliver_with_retries(message, recipients, len(backoff) + 1, backoff)
+
+        yield _SmtpCourier()
+
+
+@dataclass
+class SendReport:
+    """What one pass over the outbox did."""
+
+    messages: int = 0
+    outcomes: Counter[str] = field(default_factory=Counter)
+    cut_off: list[str] = field(default_factory=list)
+
+    @property
+    def sent(self) -> int:
+        return self.outcomes["sent"]
+
+    def describe(self) -> str:
+        counts = ", ".join(f"{n} {status}" for status, n in sorted(self.outcomes.items()))
+        return f"{self.messages} messages ({counts})"
+
+
+class OutboxSender:
+    """Sends a period's pending deliveries over one courier, statement by statement.
+
+    Entering it turns deliveries left `sending` by a dead sender into `unknown` (the caller
+    holds the period's lock) and reads what is pending.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        engine: Engine,
+        period: BillingPeriod,
+        environment: Environment,
+        folder: Path,
+        *,
+        delivery_ids: list[int] | None = None,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._settings = settings
+        self._engine = engine
+        self._period = period
+        self._environment = environment
+        self._folder = folder
+        self._delivery_ids = delivery_ids
+        self._now = now
+        self._batches: dict[int, list[Batch]] = {}
+        self._stack = ExitStack()
+        self._courier: Courier | None = None
+        self.report = SendReport()
+
+    def __enter__(self) -> OutboxSender:
+        with write_transaction(self._engine) as session:
+            self.report.cut_off = [
+                f"{row.org_id} to {row.recipient}"
+                for row in give_up_on_interrupted(
+                    session, str(self._period), self._now(), self._delivery_ids
+                )
+            ]
+            for batch in pending_batches(session, str(self._period), self._delivery_ids):
+                self._batches.setdefault(batch.invoice_id, []).append(batch)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stack.close()
+
+    @property
+    def waiting(self) -> set[int]:
+        """The invoices with deliveries still to send in this pass."""
+        return set(self._batches)
+
+    def send_for(self, documents: StatementDocuments) -> None:
+        """Send the pending deliveries of one rendered statement (none for drafts)."""
+        statement = documents.statement
+        if statement.status not in ("finalized", "sent"):
+            return
+        for batch in self._batches.pop(statement.invoice_id, []):
+            if self._courier is None:
+                self._courier = self._stack.enter_context(courier(self._settings, self._folder))
+            message = statement_message(self._settings, self._environment, documents, batch)
+            with write_transaction(self._engine) as session:
+                claimed = claim(session, batch, str(message["Message-ID"]), self._now())
+            if not claimed.delivery_ids:
+                continue  # another sender has them
+            if claimed != batch:
+                batch = claimed
+                message = statement_message(self._settings, self._environment, documents, batch)
+            result = self._courier.deliver(message, statement.org_id)
+            with write_transaction(self._engine) as session:
+                settle(
+                    session,
+                    batch,
+                    result.status,
+                    result.reply,
+                    result.detail,
+                    dict(result.refused),
+                    self._now(),
+                    MAX_SENDS,
+                )
+            self.report.messages += 1
+            self.report.outcomes[result.status] += 1
+
+    def send_remaining(self, render: Callable[[Statement], StatementDocuments]) -> None:
+        """Send what is pending for invoices not passed to `send_for`, rendering them."""
+        if not self._batches:
+            return
+        for statement in iter_statements(self._engine, self._period):
+            if statement.invoice_id in self._batches:
+                self.send_for(render(statement))
+
+
+def statement_message(
+    settings: Settings,
+    environment: Environment,
+    documents: StatementDocuments,
+    batch: Batch,
+) -> EmailMessage:
+    """The message of one batch: addressed to its recipients only; a resend has its own
+    Message-ID so it is not mistaken for the original."""
+    addressed = dataclasses.replace(documents.statement, emails=batch.recipients)
+    message = build_statement_email(
+        dataclasses.replace(documents, statement=addressed),
+        environment,
+        settings.email_from,
+        settings.issuer_name,
+        settings.locale,
+        reply_to=settings.email_reply_to,
+    )
+    if batch.kind == RESEND:
+        digest = hashlib.sha256(f"{message['Message-ID']}:{batch.resend_id}".encode()).hexdigest()
+        message.replace_header("Message-ID", f"<statement-resend-{digest[:24]}@billing.mka1>")
+    return message

@@ -1,0 +1,133 @@
+"""Statement email as finance drives it: the outbox's state, sending what is pending, resends."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import select
+from sqlmodel import Session, col
+
+from billing.close.publish import render_documents
+from billing.close.steps import who_started
+from billing.config import Settings
+from billing.db.engine import ledger_engine
+from billing.db.locks import hold_period, write_transaction
+from billing.db.outbox import contacts_of, deliveries, queue_resend
+from billing.db.tables import Invoice
+from billing.email.outbox import OutboxSender, SendReport
+from billing.errors import BillingError
+from billing.periods import BillingPeriod
+from billing.statements.files import period_folder
+from billing.statements.pdf import StatementRenderer
+
+Progress = Callable[[str], None]
+
+
+def _quiet(_text: str) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class DeliveryRow:
+    """One delivery as `billing email status` lists it."""
+
+    org_id: str
+    invoice_number: str | None
+    recipient: str
+    kind: str
+    status: str
+    attempts: int
+    detail: str
+    message_id: str
+
+
+def email_status(settings: Settings, period: BillingPeriod) -> list[DeliveryRow]:
+    engine = ledger_engine(settings.database_url, migrate=settings.auto_migrate)
+    try:
+        with Session(engine) as session:
+            return [
+                DeliveryRow(
+                    org_id=row.org_id,
+                    invoice_number=number,
+                    recipient=row.recipient,
+                    kind=row.kind,
+                    status=row.status,
+                    attempts=row.attempts,
+                    detail=row.error or row.server_reply or "",
+                    message_id=row.message_id,
+                )
+                for row, number in deliveries(session, str(period))
+            ]
+    finally:
+        engine.dispose()
+
+
+def send_pending(
+    settings: Settings,
+    period: BillingPeriod,
+    *,
+    progress: Progress = _quiet,
+    wait_seconds: float = 0.0,  # float-ok: a timeout
+    delivery_ids: list[int] | None = None,
+    now: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> SendReport:
+    """Send the period's pending statement emails (each delivery once), under the period lock."""
+    engine = ledger_engine(settings.database_url, migrate=settings.auto_migrate)
+    renderer = StatementRenderer.from_settings(settings)
+    folder = period_folder(settings.output_dir, str(period))
+    try:
+        with (
+            hold_period(engine, str(period), wait_seconds, progress, now),
+            OutboxSender(
+                settings,
+                engine,
+                period,
+                renderer.environment,
+                folder,
+                delivery_ids=delivery_ids,
+                now=now,
+            ) as outbox,
+        ):
+            outbox.send_remaining(lambda statement: render_documents(renderer, statement))
+        return outbox.report
+    finally:
+        engine.dispose()
+
+
+def resend(
+    settings: Settings,
+    reference: str,
+    recipient: str,
+    *,
+    progress: Progress = _quiet,
+    now: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> SendReport:
+    """Send an issued invoice's statement again to one of its org's contacts (recorded)."""
+    engine = ledger_engine(settings.database_url, migrate=settings.auto_migrate)
+    try:
+        with write_transaction(engine) as session:
+            invoice = session.execute(
+                select(Invoice).where(col(Invoice.number) == reference)
+            ).scalar_one_or_none()
+            if invoice is None:
+                raise BillingError(
+                    f"no invoice numbered {reference!r}: billing invoices list shows them"
+                )
+            if invoice.status not in ("finalized", "sent"):
+                raise BillingError(
+                    f"invoice {reference} is {invoice.status}; only finalized or sent invoices "
+                    "are emailed"
+                )
+            if recipient not in contacts_of(invoice):
+                raise BillingError(
+                    f"{recipient} is not a billing contact of org {invoice.org_id} "
+                    f"({', '.join(contacts_of(invoice)) or 'none'}); statements only go to the "
+                    "org's own contacts: add it to the org directory and close again first"
+                )
+            delivery_id = queue_resend(session, invoice, recipient, who_started(), now())
+            period = BillingPeriod.parse(invoice.period)
+    finally:
+        engine.dispose()
+    return send_pending(settings, period, progress=progress, delivery_ids=[delivery_id], now=now)

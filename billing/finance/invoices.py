@@ -1,0 +1,272 @@
+"""The ledger as finance inspects and amends it: list and show invoices and runs, void one."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+
+from sqlalchemy import Engine, func, or_, select
+from sqlmodel import Session, col
+
+from billing.close.publish import render_statements
+from billing.config import Settings
+from billing.db.engine import ledger_engine
+from billing.db.ledger import InvoiceStateError, void_invoice
+from billing.db.locks import hold_period, write_transaction
+from billing.db.repository import load_statements
+from billing.db.tables import BillingRun, Invoice, InvoiceCorrection, InvoiceLine
+from billing.domain import Statement
+from billing.errors import BillingError
+from billing.periods import BillingPeriod
+from billing.statements.files import period_folder, safe_stem
+
+
+def _engine(settings: Settings) -> Engine:
+    return ledger_engine(settings.database_url, migrate=settings.auto_migrate)
+
+
+@dataclass(frozen=True)
+class InvoiceRow:
+    """One invoice as `billing invoices list` shows it."""
+
+    id: int
+    number: str | None
+    status: str
+    org_id: str
+    period: str
+    currency: str
+    total: Decimal
+    issued_at: datetime
+    line_items: int
+    run_id: int
+
+
+def list_invoices(
+    settings: Settings,
+    *,
+    period: BillingPeriod | None = None,
+    status: str | None = None,
+    org_id: str | None = None,
+) -> list[InvoiceRow]:
+    """Invoices, newest period first, filtered by period, state or org."""
+    engine = _engine(settings)
+    try:
+        lines = (
+            select(col(InvoiceLine.invoice_id), func.count().label("n"))
+            .group_by(col(InvoiceLine.invoice_id))
+            .subquery()
+        )
+        query = select(Invoice, func.coalesce(lines.c.n, 0)).outerjoin(
+            lines, lines.c.invoice_id == col(Invoice.id)
+        )
+        if period is not None:
+            query = query.where(col(Invoice.period) == str(period))
+        if status is not None:
+            query = query.where(col(Invoice.status) == status)
+        if org_id is not None:
+            query = query.where(col(Invoice.org_id) == org_id)
+        query = query.order_by(col(Invoice.period).desc(), col(Invoice.org_id), col(Invoice.id))
+        with Session(engine) as session:
+            return [
+                InvoiceRow(
+                    id=invoice.id or 0,
+                    number=invoice.number,
+                    status=invoice.status,
+                    org_id=invoice.org_id,
+                    period=invoice.period,
+                    currency=invoice.currency,
+                    total=invoice.total,
+                    issued_at=invoice.issued_at,
+                    line_items=int(count),
+                    run_id=invoice.run_id,
+                )
+                for invoice, count in session.execute(query)
+            ]
+    finally:
+        engine.dispose()
+
+
+@dataclass(frozen=True)
+class CorrectionRow:
+    """A correction of an invoice, and where it is (or will be) billed."""
+
+    meter: str
+    amount: Decimal
+    target_period: str
+    billed_on: str | None
+    run_id: int
+
+
+@dataclass(frozen=True)
+class InvoiceDetail:
+    """One invoice with its statement, lifecycle dates and the corrections made to it."""
+
+    invoice: Invoice
+    statement: Statement | None
+    corrections: list[CorrectionRow] = field(default_factory=list)
+    replaced_by: str | None = None
+    replaces: str | None = None
+
+
+def _find(session: Session, reference: str) -> Invoice:
+    """An invoice by number (INV-2026-000123) or by id (for drafts, which have no number)."""
+    conditions = [col(Invoice.number) == reference]
+    if reference.isdigit():
+        conditions.append(col(Invoice.id) == int(reference))
+    invoice: Invoice | None = (
+        session.execute(select(Invoice).where(or_(*conditions))).scalars().first()
+    )
+    if invoice is None:
+        raise BillingError(
+            f"no invoice {reference!r}: give a number such as INV-2026-000123, or a draft's id "
+            "(billing invoices list shows both)"
+        )
+    return invoice
+
+
+def invoice_detail(settings: Settings, reference: str) -> InvoiceDetail:
+    engine = _engine(settings)
+    try:
+        with Session(engine) as session:
+            invoice = _find(session, reference)
+            statement = next(
+                (
+                    s
+                    for s in load_statements(
+                        session, BillingPeriod.parse(invoice.period), invoice.org_id
+                    )
+                    if s.invoice_id == invoice.id
+                ),
+                None,
+            )
+            applied = Invoice.__table__.alias("applied")  # type: ignore[attr-defined]
+            fix = InvoiceCorrection
+            corrections = [
+                CorrectionRow(meter, amount, target, billed_on, run_id)
+                for meter, amount, target, billed_on, run_id in session.execute(
+                    select(
+                        col(fix.meter),
+                        func.sum(col(fix.amount)),
+                        col(fix.target_period),
+                        applied.c.number,
+                        col(fix.run_id),
+                    )
+                    .outerjoin(applied, applied.c.id == fix.applied_invoice_id)
+                    .where(col(fix.original_invoice_id) == invoice.id)
+                    .group_by(col(fix.run_id), col(fix.meter), col(fix.target_period))
+                    .group_by(applied.c.number)
+                    .order_by(col(fix.run_id), col(fix.meter))
+                )
+            ]
+            replaced_by = session.execute(
+                select(col(Invoice.number)).where(col(Invoice.replaces_invoice_id) == invoice.id)
+            ).scalar_one_or_none()
+            replaces = (
+                session.execute(
+                    select(col(Invoice.number)).where(
+                        col(Invoice.id) == invoice.replaces_invoice_id
+                    )
+                ).scalar_one_or_none()
+                if invoice.replaces_invoice_id is not None
+                else None
+            )
+            session.expunge(invoice)
+            return InvoiceDetail(invoice, statement, corrections, replaced_by, replaces)
+    finally:
+        engine.dispose()
+
+
+def void(
+    settings: Settings,
+    reference: str,
+    reason: str,
+    *,
+    now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    progress: Callable[[str], None] = lambda _text: None,
+    wait_seconds: float = 0.0,  # float-ok: a timeout
+) -> Invoice:
+    """Void a finalized or sent invoice, with a reason; its period is open again."""
+    if not reason.strip():
+        raise InvoiceStateError("a void needs a reason: pass --reason TEXT")
+    engine = _engine(settings)
+    try:
+        with Session(engine) as session:
+            period = _find(session, reference).period
+        with (
+            hold_period(engine, period, wait_seconds, progress, now),
+            write_transaction(engine) as session,
+        ):
+            invoice = _find(session, reference)
+            void_invoice(session, invoice, reason, now())
+            session.flush()
+            session.expunge(invoice)
+    finally:
+        engine.dispose()
+    _withdraw_statement_files(settings, invoice, progress)
+    return invoice
+
+
+def _withdraw_statement_files(
+    settings: Settings, invoice: Invoice, progress: Callable[[str], None]
+) -> None:
+    """A void invoice's PDF and CSV leave the period folder; the period's summary and reports
+    are written again from the invoices that stand."""
+    folder = period_folder(settings.output_dir, invoice.period)
+    for suffix in (".pdf", ".csv"):
+        (folder / f"{safe_stem(invoice.org_id)}{suffix}").unlink(missing_ok=True)
+    try:
+        render_statements(settings, BillingPeriod.parse(invoice.period), progress=progress)
+    except BillingError:
+        progress(f"no invoices of {invoice.period} stand after the void; no statements written")
+
+
+@dataclass(frozen=True)
+class RunDetail:
+    """A billing run with its JSON audit fields decoded."""
+
+    run: BillingRun
+    rate_cards: list[dict[str, str]]
+    totals: dict[str, str]
+    org_outcomes: list[dict[str, str]]
+    invoices: int
+
+
+def list_runs(
+    settings: Settings, *, period: BillingPeriod | None = None, limit: int = 20
+) -> list[BillingRun]:
+    engine = _engine(settings)
+    try:
+        query = select(BillingRun).order_by(col(BillingRun.id).desc()).limit(limit)
+        if period is not None:
+            query = query.where(col(BillingRun.period) == str(period))
+        with Session(engine) as session:
+            runs = list(session.execute(query).scalars().all())
+            session.expunge_all()
+            return runs
+    finally:
+        engine.dispose()
+
+
+def run_detail(settings: Settings, run_id: int) -> RunDetail:
+    engine = _engine(settings)
+    try:
+        with Session(engine) as session:
+            run = session.get(BillingRun, run_id)
+            if run is None:
+                raise BillingError(f"no billing run {run_id}: billing runs list shows them")
+            invoices = session.execute(
+                select(func.count()).where(col(Invoice.run_id) == run_id)
+            ).scalar_one()
+            session.expunge(run)
+        return RunDetail(
+            run=run,
+            rate_cards=json.loads(run.rate_cards or "[]"),
+            totals=json.loads(run.totals or "{}"),
+            org_outcomes=json.loads(run.org_outcomes or "[]"),
+            invoices=int(invoices),
+        )
+    finally:
+        engine.dispose()

@@ -1,0 +1,1 @@
+"""The test suite in layers: unit, integration (real services), e2e (processes and workers)."""

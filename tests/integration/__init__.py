@@ -1,0 +1,1 @@
+"""Integration tests: real PostgreSQL, SQLite, Redis, SMTP servers, the emulator over HTTP."""
