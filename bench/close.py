@@ -69,7 +69,7 @@ from billing.close.pricing import load_pricing
 from billing.close.publish import load_cost_centre_map, report_writer, run_facts
 from billing.close.steps import in_batches
 from billing.config import EXAMPLES, Settings
-from billing.db.engine import ledger_engine
+from billing.db.engine import open_ledger
 from billing.db.ledger import finalize_drafts, store_period
 from billing.db.locks import write_transaction
 from billing.db.period_reads import iter_statements, period_org_totals
@@ -654,7 +654,7 @@ def run_bench(
         write_org_directory(folder / "orgs.yaml", orgs)
         settings = bench_settings(database_url, base_url, folder, free_port())
         settings = settings.model_copy(update={"render_processes": processes})
-        engine = ledger_engine(database_url)
+        engine = open_ledger(settings, migrate=True)
         try:
             query = usage_query(settings)
             reference = dataclasses.replace(query, group_by=("org_id",))

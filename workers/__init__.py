@@ -1,1 +1,1 @@
-"""Celery entrypoints: the app, its schedule and thin tasks over billing.close.inline."""
+"""Celery entrypoints: the app, its schedule and thin tasks over billing.close.distributed."""

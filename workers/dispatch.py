@@ -9,6 +9,7 @@ from billing.close.distributed import RunProgress, run_progress
 from billing.config import Settings
 from billing.errors import BillingError
 from billing.periods import BillingPeriod
+from billing.states import RunStatus
 
 
 def close_on_workers(
@@ -50,7 +51,7 @@ def close_on_workers(
     while True:
         progress = run_progress(settings, run_id)
         on_progress(progress)
-        if progress.status != "running":
+        if progress.status != RunStatus.RUNNING:
             break
         if time.monotonic() > deadline:
             raise BillingError(
@@ -58,6 +59,6 @@ def close_on_workers(
                 f"it goes on without this command: billing runs show {run_id}"
             )
         time.sleep(1)
-    if progress.status != "succeeded":
+    if progress.status != RunStatus.SUCCEEDED:
         raise BillingError(f"run {run_id} of {period} {progress.status}: {progress.error}")
     return progress

@@ -17,9 +17,9 @@ from billing.close import distributed
 from billing.close.distributed import Work
 from billing.close.steps import CloseOptions
 from billing.config import get_settings
-from billing.db.locks import PeriodBusy
-from billing.errors import BillingError, UpstreamUnavailable
+from billing.errors import BillingError, PeriodBusy, UpstreamUnavailable
 from billing.periods import BillingPeriod
+from billing.states import UnitStep
 from workers.celery_app import app
 
 # IntegrityError: a duplicate of a step ran at the same moment; on the retry the step finds
@@ -53,7 +53,7 @@ def _cap() -> int:
     return get_settings().celery_max_deliveries
 
 
-def _step(stage: str, unit: str, run_id: int, call: Any) -> dict[str, object]:
+def _step(step: UnitStep, unit: str, run_id: int, call: Any) -> dict[str, object]:
     """Run one step; a failure that is not transient fails the run with its reason."""
     try:
         work = call()
@@ -62,13 +62,13 @@ def _step(stage: str, unit: str, run_id: int, call: Any) -> dict[str, object]:
     except BillingError as error:
         if error.retryable:
             raise
-        distributed.fail_unit(get_settings(), run_id, stage, unit, str(error))
+        distributed.fail_unit(get_settings(), run_id, step, unit, str(error))
         return {"run_id": run_id, "failed": str(error)}
     except Exception as error:
-        distributed.fail_unit(get_settings(), run_id, stage, unit, repr(error)[:500])
+        distributed.fail_unit(get_settings(), run_id, step, unit, repr(error)[:500])
         raise
     enqueue(work)
-    return {"run_id": run_id, "stage": stage, "unit": unit}
+    return {"run_id": run_id, "stage": str(step), "unit": unit}
 
 
 @app.task(name="workers.tasks.close_period", ignore_result=False, **STEP)
@@ -106,14 +106,14 @@ def close_previous_month() -> dict[str, object]:
 @app.task(name="workers.tasks.fetch_usage", **STEP)
 def fetch_usage(self: Task, run_id: int) -> dict[str, object]:
     return _step(
-        "fetch", "all", run_id, lambda: distributed.fetch(get_settings(), run_id, cap=_cap())
+        UnitStep.FETCH, "all", run_id, lambda: distributed.fetch(get_settings(), run_id, cap=_cap())
     )
 
 
 @app.task(name="workers.tasks.rate_batch", **STEP)
 def rate_batch(self: Task, run_id: int, unit: str) -> dict[str, object]:
     return _step(
-        "rate",
+        UnitStep.RATE,
         unit,
         run_id,
         lambda: distributed.rate_batch(get_settings(), run_id, unit, cap=_cap()),
@@ -123,7 +123,7 @@ def rate_batch(self: Task, run_id: int, unit: str) -> dict[str, object]:
 @app.task(name="workers.tasks.render_invoice", **STEP)
 def render_invoice(self: Task, run_id: int, invoice_id: int) -> dict[str, object]:
     return _step(
-        "render",
+        UnitStep.RENDER,
         str(invoice_id),
         run_id,
         lambda: distributed.render_invoice(get_settings(), run_id, invoice_id, cap=_cap()),
@@ -133,7 +133,7 @@ def render_invoice(self: Task, run_id: int, invoice_id: int) -> dict[str, object
 @app.task(name="workers.tasks.email_invoice", **STEP)
 def email_invoice(self: Task, run_id: int, invoice_id: int) -> dict[str, object]:
     return _step(
-        "email",
+        UnitStep.EMAIL,
         str(invoice_id),
         run_id,
         lambda: distributed.email_invoice(get_settings(), run_id, invoice_id, cap=_cap()),
@@ -143,7 +143,10 @@ def email_invoice(self: Task, run_id: int, invoice_id: int) -> dict[str, object]
 @app.task(name="workers.tasks.report", **STEP)
 def report(self: Task, run_id: int) -> dict[str, object]:
     return _step(
-        "report", "all", run_id, lambda: distributed.report(get_settings(), run_id, cap=_cap())
+        UnitStep.REPORT,
+        "all",
+        run_id,
+        lambda: distributed.report(get_settings(), run_id, cap=_cap()),
     )
 
 

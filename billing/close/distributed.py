@@ -20,16 +20,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import Engine, delete, select
-from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col
 
-from billing.close.fetch import (
-    check_completeness,
-    describe_query,
-    fetch_and_snapshot,
-    http_client,
-    usage_client,
-)
+from billing.close.fetch import close_query, fetch_checked, http_client, record_fetch
 from billing.close.pricing import load_pricing
 from billing.close.publish import (
     load_cost_centre_map,
@@ -39,35 +32,29 @@ from billing.close.publish import (
     run_facts,
     write_documents,
 )
+from billing.close.runs import (
+    finish,
+    record_invoices,
+    record_rating,
+    requested_close,
+    start_close,
+)
 from billing.close.steps import (
+    Card,
     CloseOptions,
     cards_used,
+    finalize,
+    in_batches,
     orgs_to_revisit,
-    totals_by_currency,
-    who_started,
+    rate,
+    store_batch,
 )
 from billing.config import Settings
-from billing.db.engine import ledger_engine
-from billing.db.ledger import finalize_drafts, store_period
-from billing.db.locks import PeriodBusy, hold_period, write_transaction
-from billing.db.outbox import PENDING, SENDING
+from billing.db.engine import ledger
+from billing.db.locks import hold_period, write_transaction
 from billing.db.period_reads import invoice_summaries, iter_statements, period_org_totals
-from billing.db.repository import (
-    RunOutcome,
-    describe_running_run,
-    finish_run,
-    load_statements,
-    start_run,
-)
+from billing.db.repository import RunOutcome, load_statements
 from billing.db.runtasks import (
-    DONE,
-    EMAIL,
-    FAILED,
-    FETCH,
-    PARKED,
-    RATE,
-    RENDER,
-    REPORT,
     add_units,
     begin_unit,
     finish_unit,
@@ -83,16 +70,20 @@ from billing.email.messages import StatementDocuments
 from billing.email.outbox import OutboxSender
 from billing.errors import BillingError
 from billing.periods import BillingPeriod
-from billing.rating import rate_orgs
 from billing.statements.files import period_folder, safe_stem
 from billing.statements.pdf import StatementRenderer, shared_renderer
+from billing.states import (
+    DeliveryStatus,
+    InvoiceStatus,
+    RunStage,
+    RunStatus,
+    UnitStatus,
+    UnitStep,
+)
 
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
-
-# Stages of a distributed run, in order (billing_run.stage).
-FETCHING, RATING, PUBLISHING, REPORTING = "fetching", "rating", "publishing", "reporting"
 
 
 def _now() -> datetime:
@@ -134,20 +125,6 @@ class Work:
         )
 
 
-class _Ledger:
-    """An engine for one step, disposed at its end."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.engine: Engine = ledger_engine(settings.database_url, migrate=settings.auto_migrate)
-
-    def __enter__(self) -> _Ledger:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.engine.dispose()
-
-
 def begin_close(
     settings: Settings,
     period: BillingPeriod,
@@ -160,34 +137,22 @@ def begin_close(
     """Record a distributed run of the period, or raise PeriodBusy if one is under way."""
     pricing = load_pricing(settings, period)
     load_cost_centre_map(settings)
-    query = pricing.usage_query(org_ids, settings.mka1_bucket_width, settings.mka1_group_by_extra)
-    params = json.loads(describe_query(settings.mka1_base_url, query))
+    query = close_query(settings, pricing, org_ids)
     options = options or CloseOptions()
-    params["close_options"] = {"draft": options.draft, "reissue": options.reissue}
-    with _Ledger(settings) as ledger, hold_period(ledger.engine, str(period), 0, log.info, now):
-        with Session(ledger.engine) as session:
-            try:
-                run_id = start_run(
-                    session,
-                    period,
-                    trigger,
-                    settings.mka1_base_url,
-                    now(),
-                    request_params=json.dumps(params, sort_keys=True),
-                    operation="draft" if options.draft else "close",
-                    started_by=who_started(),
-                    mode="distributed",
-                    stage=FETCHING,
-                )
-            except IntegrityError:
-                session.rollback()
-                raise PeriodBusy(
-                    f"another run of {period} is under way"
-                    f"{describe_running_run(session, str(period))}; it will finish by "
-                    "itself (billing runs show RUN)"
-                ) from None
-        with write_transaction(ledger.engine) as session:
-            add_units(session, run_id, FETCH, [("all", None)], now())
+    with ledger(settings) as engine, hold_period(engine, str(period), 0, log.info, now):
+        with Session(engine) as session:
+            run_id = start_close(
+                session,
+                settings,
+                period,
+                query,
+                options,
+                trigger=trigger,
+                now=now(),
+                on_workers=True,
+            )
+        with write_transaction(engine) as session:
+            add_units(session, run_id, UnitStep.FETCH, [("all", None)], now())
     return run_id
 
 
@@ -199,65 +164,52 @@ def _run_row(session: Session, run_id: int) -> BillingRun:
 
 
 def _begin_run_unit(
-    session: Session, run_id: int, stage: str, cap: int, now: Clock
-) -> BillingRun | None:
-    """Count a delivery of a run's one unit of `stage`; the run when there is work to do."""
-    run = _run_row(session, run_id)
-    if run.status != "running" or begin_unit(session, run_id, stage, "all", cap, now()) is None:
-        return None
-    return run
-
-
-def _options(run: BillingRun) -> tuple[CloseOptions, tuple[str, ...]]:
-    params = json.loads(run.request_params or "{}")
-    chosen = params.get("close_options", {})
-    options = CloseOptions(draft=bool(chosen.get("draft")), reissue=bool(chosen.get("reissue")))
-    return options, tuple(params.get("org_ids") or ())
+    engine: Engine, run_id: int, step: UnitStep, cap: int, now: Clock
+) -> tuple[BillingPeriod, tuple[str, ...]] | None:
+    """Count a delivery of a run's one unit of `step` (its fetch, its report); when there is
+    work to do, the run's period and the orgs it closes (none: all)."""
+    with write_transaction(engine) as session:
+        run = _run_row(session, run_id)
+        if run.status != RunStatus.RUNNING:
+            return None
+        if begin_unit(session, run_id, step, "all", cap, now()) is None:
+            return None
+        _options, org_ids = requested_close(run)
+        return BillingPeriod.parse(run.period), org_ids
 
 
 def fetch(settings: Settings, run_id: int, *, cap: int = 5, now: Clock = _now) -> Work:
     """Fetch the run's usage into its snapshot (again from scratch on a redelivery), check
     it, and split the orgs to rate into batches."""
-    with _Ledger(settings) as ledger:
-        engine = ledger.engine
+    with ledger(settings) as engine:
+        begun = _begin_run_unit(engine, run_id, UnitStep.FETCH, cap, now)
+        if begun is None:
+            return Work(run_id)
+        period, org_ids = begun
         with write_transaction(engine) as session:
-            run = _begin_run_unit(session, run_id, FETCH, cap, now)
-            if run is None:
-                return Work(run_id)
-            period = BillingPeriod.parse(run.period)
-            _options_unused, org_ids = _options(run)
             session.execute(delete(UsageSnapshotRow).where(col(UsageSnapshotRow.run_id) == run_id))
-        pricing = load_pricing(settings, period)
-        query = pricing.usage_query(
-            org_ids, settings.mka1_bucket_width, settings.mka1_group_by_extra
-        )
+        query = close_query(settings, load_pricing(settings, period), org_ids)
         try:
             with http_client(settings) as http:
-                client = usage_client(settings, http)
-                fetched = fetch_and_snapshot(client, query, engine, run_id, log.info)
-                if settings.completeness_check:
-                    check_completeness(client, query, fetched, log.info)
+                fetched = fetch_checked(settings, http, query, engine, run_id, log.info)
         except BillingError as error:
             if error.retryable:
                 raise
-            _fail(engine, run_id, FETCH, "all", str(error), now)
+            _fail(engine, run_id, UnitStep.FETCH, "all", str(error), now)
             return Work(run_id)
         orgs = _orgs_to_rate(engine, period, set(fetched.org_totals), org_ids)
-        size = settings.rate_batch_orgs
-        batches = [orgs[start : start + size] for start in range(0, len(orgs), size)]
+        batches = list(in_batches(orgs, settings.rate_batch_orgs))
         with write_transaction(engine) as session:
             run = _run_row(session, run_id)
-            run.pages_fetched = fetched.pages
-            run.usage_checksum = fetched.checksum
-            run.duplicate_results = fetched.duplicate_results
-            run.completeness = fetched.completeness
+            record_fetch(run, fetched)
             run.usage_results = fetched.report.usage_results
             run.results_without_memory = fetched.report.results_without_memory
             run.batches_total = len(batches)
-            run.stage = RATING
+            run.stage = RunStage.RATING
             run.heartbeat_at = now()
-            add_units(session, run_id, RATE, [(str(n), b) for n, b in enumerate(batches)], now())
-            finish_unit(session, run_id, FETCH, "all", now())
+            units = [(str(n), batch) for n, batch in enumerate(batches)]
+            add_units(session, run_id, UnitStep.RATE, units, now())
+            finish_unit(session, run_id, UnitStep.FETCH, "all", now())
     if not batches:
         return advance(settings, run_id, now=now)
     return Work(run_id, rate=tuple(str(n) for n in range(len(batches))))
@@ -277,99 +229,94 @@ def rate_batch(
 ) -> Work:
     """Rate one batch of orgs from the run's snapshot and store their drafts (or corrections)
     in one transaction that also marks the batch done."""
-    with _Ledger(settings) as ledger:
-        engine = ledger.engine
+    with ledger(settings) as engine:
         with write_transaction(engine) as session:
             run = _run_row(session, run_id)
-            task = begin_unit(session, run_id, RATE, unit, cap, now())
-            if run.status != "running" or task is None:
+            task = begin_unit(session, run_id, UnitStep.RATE, unit, cap, now())
+            if run.status != RunStatus.RUNNING or task is None:
                 return Work(run_id)
             org_ids = tuple(json.loads(task.payload))
             period = BillingPeriod.parse(run.period)
-            options, _scope = _options(run)
+            options, _scope = requested_close(run)
         pricing = load_pricing(settings, period)
         by_org: dict[str, list[UsageRecord]] = {}
         with Session(engine) as session:
             for record in iter_snapshot(session, run_id, org_ids=org_ids):
                 by_org.setdefault(record.org_id, []).append(record)
-        rated = list(
-            rate_orgs(sorted(by_org.items()), pricing.account_for, pricing.card_for, RatingReport())
-        )
+        rated = list(rate(pricing, sorted(by_org.items()), RatingReport()))
         with write_transaction(engine) as session:
             stamp = now()
-            outcomes = store_period(
+            outcomes = store_batch(
                 session,
-                run_id=run_id,
-                period=period,
-                rated=rated,
-                now=stamp,
-                due_at=stamp + timedelta(days=settings.payment_terms_days),
-                empty_invoice=pricing.empty_invoice,
-                org_scope=set(org_ids),
+                settings,
+                pricing,
+                run_id,
+                rated,
+                set(org_ids),
                 reissue=options.reissue,
+                stamp=stamp,
             )
             result = {
                 "outcomes": [dataclasses.asdict(outcome) for outcome in outcomes],
                 "cards": cards_used(rated),
             }
-            finish_unit(session, run_id, RATE, unit, stamp, result=result)
+            finish_unit(session, run_id, UnitStep.RATE, unit, stamp, result=result)
     return advance(settings, run_id, now=now)
 
 
 def advance(settings: Settings, run_id: int, *, now: Clock = _now) -> Work:
     """Move the run on when its stage is complete, judged from the database: finalize once
     every batch is rated, report once every invoice is rendered and emailed."""
-    with _Ledger(settings) as ledger, write_transaction(ledger.engine) as session:
+    with ledger(settings) as engine, write_transaction(engine) as session:
         run = session.execute(
             select(BillingRun).where(col(BillingRun.id) == run_id).with_for_update()
         ).scalar_one()
-        if run.status != "running":
+        if run.status != RunStatus.RUNNING:
             return Work(run_id)
         run.heartbeat_at = now()
         counts: dict[str, Counter[str]] = stage_counts(session, run_id)
         stuck = [
-            f"{stage} {status}: {count}"
-            for stage, states in counts.items()
+            f"{step} {status}: {count}"
+            for step, states in counts.items()
             for status, count in states.items()
-            if status in (PARKED, FAILED)
+            if status in (UnitStatus.PARKED, UnitStatus.FAILED)
         ]
         if stuck:
-            run.status, run.finished_at = "failed", now()
+            run.status, run.finished_at = RunStatus.FAILED, now()
             run.error = run.error or (
                 f"units that cannot finish ({', '.join(stuck)}): parked after too many "
                 f"deliveries, or failed; billing runs show {run_id}"
             )
             return Work(run_id)
-        if run.stage == RATING and counts.get(RATE, Counter())[DONE] >= run.batches_total:
+        rated = counts.get(UnitStep.RATE, Counter())[UnitStatus.DONE]
+        if run.stage == RunStage.RATING and rated >= run.batches_total:
             period = BillingPeriod.parse(run.period)
-            options, org_ids = _options(run)
+            options, org_ids = requested_close(run)
             if not options.draft:
-                stamp = now()
-                due = stamp + timedelta(days=settings.payment_terms_days)
-                finalized = finalize_drafts(session, period, stamp, due, set(org_ids) or None)
+                finalized = finalize(session, settings, period, set(org_ids) or None, now())
                 run.finalized_count = finalized.count
             invoices = _live_invoices(session, period, org_ids)
             run.invoice_count = len(invoices)
-            run.stage = PUBLISHING
-            add_units(session, run_id, RENDER, [(str(i), None) for i in invoices], now())
-            add_units(session, run_id, EMAIL, [(str(i), None) for i in invoices], now())
+            run.stage = RunStage.PUBLISHING
+            add_units(session, run_id, UnitStep.RENDER, [(str(i), None) for i in invoices], now())
+            add_units(session, run_id, UnitStep.EMAIL, [(str(i), None) for i in invoices], now())
             if not invoices:
-                run.stage = REPORTING
+                run.stage = RunStage.REPORTING
                 return Work(run_id, report=True)
             return Work(run_id, render=tuple(invoices))
-        if run.stage == PUBLISHING:
-            rendered = counts.get(RENDER, Counter())[DONE]
-            emailed = counts.get(EMAIL, Counter())[DONE]
+        if run.stage == RunStage.PUBLISHING:
+            rendered = counts.get(UnitStep.RENDER, Counter())[UnitStatus.DONE]
+            emailed = counts.get(UnitStep.EMAIL, Counter())[UnitStatus.DONE]
             if rendered >= run.invoice_count and emailed >= run.invoice_count:
-                run.stage = REPORTING
-                add_units(session, run_id, REPORT, [("all", None)], now())
+                run.stage = RunStage.REPORTING
+                add_units(session, run_id, UnitStep.REPORT, [("all", None)], now())
                 return Work(run_id, report=True)
         return Work(run_id)
 
 
 def _live_invoices(session: Session, period: BillingPeriod, org_ids: tuple[str, ...]) -> list[int]:
     query = select(col(Invoice.id)).where(
-        col(Invoice.period) == str(period), col(Invoice.status) != "void"
+        col(Invoice.period) == str(period), col(Invoice.status) != InvoiceStatus.VOID
     )
     if org_ids:
         query = query.where(col(Invoice.org_id).in_(org_ids))
@@ -386,31 +333,40 @@ def _statement(session: Session, invoice_id: int) -> Statement:
     )
 
 
-def _begin_invoice_unit(
-    engine: Engine, run_id: int, stage: str, invoice_id: int, cap: int, now: Clock
-) -> Statement | None:
-    """Count a delivery of an invoice's unit; its statement when there is work to do."""
-    with write_transaction(engine) as session:
-        if begin_unit(session, run_id, stage, str(invoice_id), cap, now()) is None:
-            return None
-        return _statement(session, invoice_id)
+def _invoice_unit(
+    settings: Settings,
+    run_id: int,
+    step: UnitStep,
+    invoice_id: int,
+    work: Callable[[Engine, Statement], None],
+    cap: int,
+    now: Clock,
+) -> bool:
+    """Count a delivery of an invoice's unit of `step` and, when there is work to do, do it on
+    the invoice's statement and mark the unit done; False when there was none."""
+    unit = str(invoice_id)
+    with ledger(settings) as engine:
+        with write_transaction(engine) as session:
+            if begin_unit(session, run_id, step, unit, cap, now()) is None:
+                return False
+            statement = _statement(session, invoice_id)
+        work(engine, statement)
+        with write_transaction(engine) as session:
+            finish_unit(session, run_id, step, unit, now())
+    return True
 
 
 def render_invoice(
     settings: Settings, run_id: int, invoice_id: int, *, cap: int = 5, now: Clock = _now
 ) -> Work:
     """Write one invoice's PDF and CSV (the same file names on every redelivery)."""
-    unit = str(invoice_id)
-    with _Ledger(settings) as ledger:
-        engine = ledger.engine
-        statement = _begin_invoice_unit(engine, run_id, RENDER, invoice_id, cap, now)
-        if statement is None:
-            return Work(run_id)
+
+    def render(_engine: Engine, statement: Statement) -> None:
         folder = period_folder(settings.output_dir, statement.period)
-        renderer = shared_renderer(settings)
-        write_documents(folder, render_documents(renderer, statement))
-        with write_transaction(engine) as session:
-            finish_unit(session, run_id, RENDER, unit, now())
+        write_documents(folder, render_documents(shared_renderer(settings), statement))
+
+    if not _invoice_unit(settings, run_id, UnitStep.RENDER, invoice_id, render, cap, now):
+        return Work(run_id)
     return Work(run_id, email=(invoice_id,)) | advance(settings, run_id, now=now)
 
 
@@ -418,38 +374,39 @@ def email_invoice(
     settings: Settings, run_id: int, invoice_id: int, *, cap: int = 5, now: Clock = _now
 ) -> Work:
     """Send one invoice's pending statement deliveries through the outbox."""
-    unit = str(invoice_id)
-    with _Ledger(settings) as ledger:
-        engine = ledger.engine
-        statement = _begin_invoice_unit(engine, run_id, EMAIL, invoice_id, cap, now)
-        if statement is None:
-            return Work(run_id)
-        with Session(engine) as session:
-            pending = [
-                int(i)
-                for i in session.execute(
-                    select(col(EmailDelivery.id)).where(
-                        col(EmailDelivery.invoice_id) == invoice_id,
-                        col(EmailDelivery.status).in_((PENDING, SENDING)),
-                    )
-                ).scalars()
-            ]
-        if pending and statement.status in ("finalized", "sent"):
-            renderer = shared_renderer(settings)
-            folder = period_folder(settings.output_dir, statement.period)
-            with OutboxSender(
-                settings,
-                engine,
-                BillingPeriod.parse(statement.period),
-                renderer.environment,
-                folder,
-                delivery_ids=pending,
-                now=now,
-            ) as outbox:
-                outbox.send_for(_written_documents(folder, statement, renderer))
-        with write_transaction(engine) as session:
-            finish_unit(session, run_id, EMAIL, unit, now())
+
+    def send(engine: Engine, statement: Statement) -> None:
+        pending = _pending_deliveries(engine, invoice_id)
+        if not pending or statement.status not in (InvoiceStatus.FINALIZED, InvoiceStatus.SENT):
+            return
+        renderer = shared_renderer(settings)
+        folder = period_folder(settings.output_dir, statement.period)
+        with OutboxSender(
+            settings,
+            engine,
+            BillingPeriod.parse(statement.period),
+            renderer.environment,
+            folder,
+            delivery_ids=pending,
+            now=now,
+        ) as outbox:
+            outbox.send_for(_written_documents(folder, statement, renderer))
+
+    if not _invoice_unit(settings, run_id, UnitStep.EMAIL, invoice_id, send, cap, now):
+        return Work(run_id)
     return advance(settings, run_id, now=now)
+
+
+def _pending_deliveries(engine: Engine, invoice_id: int) -> list[int]:
+    """The invoice's deliveries not sent yet (or cut off while sending)."""
+    waiting = (DeliveryStatus.PENDING, DeliveryStatus.SENDING)
+    with Session(engine) as session:
+        found = session.execute(
+            select(col(EmailDelivery.id)).where(
+                col(EmailDelivery.invoice_id) == invoice_id, col(EmailDelivery.status).in_(waiting)
+            )
+        ).scalars()
+        return [int(i) for i in found]
 
 
 def _written_documents(
@@ -465,17 +422,15 @@ def _written_documents(
 
 def report(settings: Settings, run_id: int, *, cap: int = 5, now: Clock = _now) -> Work:
     """Write the period's summary, run report and allocation; the run has succeeded."""
-    with _Ledger(settings) as ledger:
-        engine = ledger.engine
-        with write_transaction(engine) as session:
-            run = _begin_run_unit(session, run_id, REPORT, cap, now)
-            if run is None:
-                return Work(run_id)
-            period = BillingPeriod.parse(run.period)
+    with ledger(settings) as engine:
+        begun = _begin_run_unit(engine, run_id, UnitStep.REPORT, cap, now)
+        if begun is None:
+            return Work(run_id)
+        period = begun[0]
         with Session(engine) as session:
             previous = period_org_totals(session, period.previous())
             facts = run_facts(session, run_id, settings)
-            rated = unit_results(session, run_id, RATE)
+            rated = unit_results(session, run_id, UnitStep.RATE)
         folder = output_folder(settings, period, log.info)
         with report_writer(settings, folder, period, load_cost_centre_map(settings)) as writer:
             for statement in iter_statements(engine, period):
@@ -483,66 +438,75 @@ def report(settings: Settings, run_id: int, *, cap: int = 5, now: Clock = _now) 
             writer.finish(previous, facts)
         with Session(engine) as session:
             invoices = invoice_summaries(session, period)
-        outcome = RunOutcome(status="succeeded")
-        with Session(engine) as session:
-            run = _run_row(session, run_id)
-            outcome.pages_fetched = run.pages_fetched
-            outcome.usage_checksum = run.usage_checksum
-            outcome.duplicate_results = run.duplicate_results
-            outcome.completeness = run.completeness
-            outcome.invoice_count = len(invoices)
-            outcome.finalized_count = run.finalized_count
-        outcome.totals = totals_by_currency(invoices)
-        cards: dict[str, dict[str, str]] = {}
+            outcome = _recorded_so_far(_run_row(session, run_id))
+        record_invoices(outcome, invoices)
+        org_outcomes: list[dict[str, str]] = []
+        cards: set[Card] = set()
         for result in rated:
             assert isinstance(result, dict)
-            outcome.org_outcomes += result["outcomes"]
-            cards.update({card["content_hash"]: card for card in result["cards"]})
-        outcome.rate_cards = sorted(cards.values(), key=lambda card: (card["id"], card["version"]))
-        with Session(engine) as session:
-            finish_run(session, run_id, outcome, now())
+            org_outcomes += result["outcomes"]
+            cards |= {
+                (card["id"], card["version"], card["content_hash"]) for card in result["cards"]
+            }
+        record_rating(outcome, org_outcomes, cards)
+        outcome.status = RunStatus.SUCCEEDED
+        finish(engine, run_id, outcome, now)
         with write_transaction(engine) as session:
-            finish_unit(session, run_id, REPORT, "all", now())
+            finish_unit(session, run_id, UnitStep.REPORT, "all", now())
     return Work(run_id)
 
 
-def _fail(engine: Engine, run_id: int, stage: str, unit: str, error: str, now: Clock) -> None:
+def _recorded_so_far(run: BillingRun) -> RunOutcome:
+    """What the run's row holds from its fetch and its finalize, to be written again at its end."""
+    return RunOutcome(
+        pages_fetched=run.pages_fetched,
+        usage_checksum=run.usage_checksum,
+        duplicate_results=run.duplicate_results,
+        completeness=run.completeness,
+        finalized_count=run.finalized_count,
+    )
+
+
+def _fail(engine: Engine, run_id: int, step: UnitStep, unit: str, error: str, now: Clock) -> None:
     with write_transaction(engine) as session:
-        finish_unit(session, run_id, stage, unit, now(), error=error)
+        finish_unit(session, run_id, step, unit, now(), error=error)
         run = _run_row(session, run_id)
-        run.status, run.error, run.finished_at = "failed", f"{stage} {unit}: {error}", now()
+        run.status, run.error, run.finished_at = RunStatus.FAILED, f"{step} {unit}: {error}", now()
 
 
-def fail_unit(settings: Settings, run_id: int, stage: str, unit: str, error: str) -> None:
+def fail_unit(settings: Settings, run_id: int, step: UnitStep, unit: str, error: str) -> None:
     """Record that a unit failed for good (not transient): the run fails with its reason."""
-    with _Ledger(settings) as ledger:
-        _fail(ledger.engine, run_id, stage, unit, error, _now)
+    with ledger(settings) as engine:
+        _fail(engine, run_id, step, unit, error, _now)
 
 
 def sweep(settings: Settings, *, stalled_after: timedelta, now: Clock = _now) -> list[Work]:
     """The undone work of every distributed run with no sign of life for `stalled_after`."""
     found = []
-    with _Ledger(settings) as ledger:
-        with Session(ledger.engine) as session:
+    with ledger(settings) as engine:
+        with Session(engine) as session:
             runs = stalled_runs(session, now() - stalled_after)
         for run_id in runs:
-            with write_transaction(ledger.engine) as session:
+            with write_transaction(engine) as session:
                 run = _run_row(session, run_id)
                 run.heartbeat_at = now()
                 stage = run.stage
                 undone = {
-                    name: [task.unit for task in undone_units(session, run_id, name)]
-                    for name in (FETCH, RATE, RENDER, EMAIL, REPORT)
+                    step: [task.unit for task in undone_units(session, run_id, step)]
+                    for step in UnitStep
                 }
+            publishing = stage == RunStage.PUBLISHING
             work = Work(
                 run_id,
-                fetch=stage == FETCHING and bool(undone[FETCH]),
-                rate=tuple(undone[RATE]) if stage == RATING else (),
-                render=tuple(int(u) for u in undone[RENDER]) if stage == PUBLISHING else (),
-                email=tuple(int(u) for u in undone[EMAIL] if u not in undone[RENDER])
-                if stage == PUBLISHING
+                fetch=stage == RunStage.FETCHING and bool(undone[UnitStep.FETCH]),
+                rate=tuple(undone[UnitStep.RATE]) if stage == RunStage.RATING else (),
+                render=tuple(int(u) for u in undone[UnitStep.RENDER]) if publishing else (),
+                email=tuple(
+                    int(u) for u in undone[UnitStep.EMAIL] if u not in undone[UnitStep.RENDER]
+                )
+                if publishing
                 else (),
-                report=stage == REPORTING,
+                report=stage == RunStage.REPORTING,
             )
             found.append(work | advance(settings, run_id, now=now))
     return found
@@ -568,20 +532,18 @@ class RunProgress:
 
 def run_progress(settings: Settings, run_id: int) -> RunProgress:
     """A run's progress read from the database (what `billing runs show` and the CLI print)."""
-    engine = ledger_engine(settings.database_url, migrate=False)
-    try:
-        with Session(engine) as session:
-            run = _run_row(session, run_id)
-            counts = stage_counts(session, run_id)
-            return RunProgress(
-                run_id=run_id,
-                period=run.period,
-                status=run.status,
-                stage=run.stage,
-                done={stage: c.get(DONE, 0) for stage, c in counts.items()},
-                total={stage: sum(c.values()) for stage, c in counts.items()},
-                problems=sum(c.get("failed", 0) + c.get("parked", 0) for c in counts.values()),
-                error=run.error,
-            )
-    finally:
-        engine.dispose()
+    with ledger(settings, migrate=False) as engine, Session(engine) as session:
+        run = _run_row(session, run_id)
+        counts = stage_counts(session, run_id)
+        return RunProgress(
+            run_id=run_id,
+            period=run.period,
+            status=run.status,
+            stage=run.stage,
+            done={step: c.get(UnitStatus.DONE, 0) for step, c in counts.items()},
+            total={step: sum(c.values()) for step, c in counts.items()},
+            problems=sum(
+                c.get(UnitStatus.FAILED, 0) + c.get(UnitStatus.PARKED, 0) for c in counts.values()
+            ),
+            error=run.error,
+        )

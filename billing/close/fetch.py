@@ -5,13 +5,15 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import httpx
 from sqlalchemy import Engine
 from sqlmodel import Session
 
+from billing.close.pricing import Pricing
 from billing.config import Settings
 from billing.db.snapshots import store_snapshot_page
 from billing.domain import RatingReport
@@ -41,6 +43,54 @@ class FetchedUsage:
     checksum: str = ""
     duplicate_results: int = 0
     completeness: str = "skipped"
+
+
+class FetchFacts(Protocol):
+    """Where a run keeps what its fetch found: its outcome in memory, or its row."""
+
+    pages_fetched: int
+    usage_checksum: str | None
+    duplicate_results: int
+    completeness: str | None
+
+
+def record_fetch(facts: FetchFacts, fetched: FetchedUsage) -> None:
+    """Note the pages, checksum, duplicates and completeness a fetch found."""
+    facts.pages_fetched = fetched.pages
+    facts.usage_checksum = fetched.checksum
+    facts.duplicate_results = fetched.duplicate_results
+    facts.completeness = fetched.completeness
+
+
+def close_query(settings: Settings, pricing: Pricing, org_ids: Sequence[str]) -> UsageQuery:
+    """The usage fetch of a close of the pricing's period (only `org_ids` when given), bucketed
+    and grouped as the settings say."""
+    return pricing.usage_query(
+        tuple(org_ids), settings.mka1_bucket_width, settings.mka1_group_by_extra
+    )
+
+
+def fetch_checked(
+    settings: Settings,
+    http: httpx.Client,
+    query: UsageQuery,
+    engine: Engine,
+    run_id: int,
+    progress: Progress,
+    facts: FetchFacts | None = None,
+) -> FetchedUsage:
+    """Fetch the usage into the run's snapshot, then check it adds up to the per-org totals
+    (when BILLING_COMPLETENESS_CHECK is on); `facts` gets what the fetch found, also when the
+    check fails."""
+    client = usage_client(settings, http)
+    fetched = fetch_and_snapshot(client, query, engine, run_id, progress)
+    try:
+        if settings.completeness_check:
+            check_completeness(client, query, fetched, progress)
+    finally:
+        if facts is not None:
+            record_fetch(facts, fetched)
+    return fetched
 
 
 def describe_query(base_url: str, query: UsageQuery) -> str:

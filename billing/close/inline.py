@@ -1,44 +1,51 @@
-"""Use cases: close a period (fetch, rate, store, render, email) and the steps it is made of."""
+"""The in-process driver of the close: the period's lock held throughout, one transaction for
+all the rating, a process pool for the PDFs; also the re-rate, the finalize and the quote."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TypeVar
 
 import httpx
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from billing.close.fetch import (
-    check_completeness,
-    describe_query,
-    fetch_and_snapshot,
-    http_client,
-    usage_client,
-)
-from billing.close.pricing import load_pricing
-from billing.close.publish import CloseResult, Progress, load_cost_centre_map
-from billing.close.steps import (
-    CloseOptions,
-    Stage,
+from billing.close.fetch import close_query, fetch_checked, http_client, usage_client
+from billing.close.pricing import Pricing, load_pricing
+from billing.close.publish import CloseResult, Progress, load_cost_centre_map, publish_statements
+from billing.close.runs import (
+    DraftingRun,
     drafting_run,
+    record_invoices,
+    record_rating,
     run_recorded,
-    who_started,
+    start_close,
+    start_recorded_run,
+)
+from billing.close.steps import (
+    Card,
+    CloseOptions,
+    card_of,
+    finalize,
+    in_batches,
+    orgs_to_revisit,
+    rate,
+    store_batch,
 )
 from billing.config import Settings
-from billing.db.engine import ledger_engine
-from billing.db.ledger import InvoiceStateError
-from billing.db.locks import hold_period
-from billing.db.repository import (
-    RunOutcome,
-    start_run,
-)
-from billing.db.snapshots import latest_snapshot_run
+from billing.db.engine import ledger
+from billing.db.ledger import OrgOutcome
+from billing.db.locks import hold_period, write_transaction
+from billing.db.repository import RunOutcome
+from billing.db.snapshots import iter_snapshot_orgs, latest_snapshot_run
 from billing.domain import RatedInvoice, RatingReport
-from billing.errors import BillingError
+from billing.errors import BillingError, InvoiceStateError
 from billing.periods import BillingPeriod
 from billing.rating import UsageAggregate, rate_org
 from billing.usage.client import UsageClient, UsageQuery
@@ -48,15 +55,124 @@ log = logging.getLogger(__name__)
 DEFAULT_OPTIONS = CloseOptions()
 
 Clock = Callable[[], datetime]
+Found = TypeVar("Found")
 
 
 def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def open_database(settings: Settings) -> Engine:
-    """The ledger's engine, migrated to the newest schema when auto-migrate is on."""
-    return ledger_engine(settings.database_url, migrate=settings.auto_migrate)
+@dataclass
+class LocalRun:
+    """A run this process drives while it holds the period: where its steps write and report."""
+
+    settings: Settings
+    engine: Engine
+    run_id: int
+    outcome: RunOutcome
+    say: Progress
+    now: Clock
+
+    def rate_store_publish(
+        self,
+        pricing: Pricing,
+        snapshot_run_id: int,
+        org_ids: Sequence[str],
+        options: CloseOptions,
+    ) -> CloseResult:
+        """Rate the snapshot org by org and store the drafts batch by batch, all in one
+        transaction (a failure stores nothing); then finalize and publish. Only one batch of
+        rated invoices is held at a time."""
+        self.outcome.report = report = RatingReport()
+        outcomes: list[OrgOutcome] = []
+        cards: set[Card] = set()
+        seen: set[str] = set()
+        with write_transaction(self.engine) as session, Session(self.engine) as reading:
+            stamp = self.now()
+
+            def store(rated: Sequence[RatedInvoice], scope: set[str]) -> None:
+                outcomes.extend(
+                    store_batch(
+                        session,
+                        self.settings,
+                        pricing,
+                        self.run_id,
+                        rated,
+                        scope,
+                        reissue=options.reissue,
+                        stamp=stamp,
+                    )
+                )
+
+            rated = rate(pricing, iter_snapshot_orgs(reading, snapshot_run_id), report)
+            for batch in in_batches(rated, self.settings.rate_batch_orgs):
+                scope = {invoice.org.org_id for invoice in batch}
+                store(batch, scope)
+                seen |= scope
+                cards |= {card_of(invoice) for invoice in batch}
+            if rest := orgs_to_revisit(session, pricing.period, org_ids) - seen:
+                store([], rest)
+        self.say(f"rated {len(seen)} orgs from {report.usage_results} usage results")
+        record_rating(self.outcome, (dataclasses.asdict(item) for item in outcomes), cards)
+        drafted = sum(1 for item in outcomes if item.action in ("drafted", "reissued"))
+        self.say(f"stored {drafted} draft invoices of {pricing.period}")
+        for item in outcomes:
+            if item.action != "drafted":
+                self.say(f"{item.org_id}: {item.action} {item.detail}".rstrip())
+        if not options.draft:
+            self.finalize(pricing.period, set(org_ids) or None)
+        return self.publish(pricing.period, self.run_id)
+
+    def finalize(self, period: BillingPeriod, scope: set[str] | None) -> int:
+        with write_transaction(self.engine) as session:
+            finalized = finalize(session, self.settings, period, scope, self.now())
+        self.outcome.finalized_count = finalized.count
+        if finalized.count:
+            self.say(
+                f"finalized {finalized.count} invoices of {period}: "
+                f"{finalized.first} to {finalized.last}"
+            )
+        return finalized.count
+
+    def publish(
+        self, period: BillingPeriod, facts_run_id: int, pages: int | None = None
+    ) -> CloseResult:
+        """Render, report and email from the stored invoices; `pages` and the facts come from
+        the run that fetched when this one did not (a finalize)."""
+        result = publish_statements(
+            self.settings,
+            self.engine,
+            period,
+            facts_run_id,
+            self.outcome.report or RatingReport(),
+            self.outcome.pages_fetched if pages is None else pages,
+            self.say,
+            outcome=self.outcome,
+            org_outcomes=self.outcome.org_outcomes,
+        )
+        record_invoices(self.outcome, result.invoices)
+        return result
+
+
+def held_run(
+    settings: Settings,
+    period: BillingPeriod,
+    wait_seconds: float,  # float-ok: a timeout
+    say: Progress,
+    now: Clock,
+    start: Callable[[Session], tuple[int, Found]],
+    work: Callable[[LocalRun, Found], CloseResult],
+) -> CloseResult:
+    """Open the ledger, hold the period, record the run's start (`start` also hands on what it
+    found), do its work and record how it ended: a close, a re-rate or a finalize."""
+    with ledger(settings) as engine, hold_period(engine, str(period), wait_seconds, say, now):
+        with Session(engine) as session:
+            run_id, found = start(session)
+
+        def recorded(outcome: RunOutcome) -> CloseResult:
+            return work(LocalRun(settings, engine, run_id, outcome, say, now), found)
+
+        return run_recorded(engine, run_id, recorded, now)
 
 
 def fetch_usage(
@@ -112,42 +228,28 @@ def close_period(
     say = progress or log.info
     pricing = load_pricing(settings, period)
     load_cost_centre_map(settings)  # a bad map fails before anything is fetched
-    engine = open_database(settings)
-    query = pricing.usage_query(
-        tuple(org_ids), settings.mka1_bucket_width, settings.mka1_group_by_extra
-    )
-    try:
-        with hold_period(engine, str(period), options.wait_seconds, say, now):
-            with Session(engine) as session:
-                run_id = start_run(
-                    session,
-                    period,
-                    trigger,
-                    settings.mka1_base_url,
-                    now(),
-                    request_params=describe_query(settings.mka1_base_url, query),
-                    operation="draft" if options.draft else "close",
-                    started_by=who_started(),
-                )
+    query = close_query(settings, pricing, org_ids)
 
-            def work(outcome: RunOutcome) -> CloseResult:
-                with _http_session(settings, http) as session_http:
-                    client = usage_client(settings, session_http)
-                    fetched = fetch_and_snapshot(client, query, engine, run_id, say)
-                    outcome.pages_fetched = fetched.pages
-                    outcome.usage_checksum = fetched.checksum
-                    outcome.duplicate_results = fetched.duplicate_results
-                    try:
-                        if settings.completeness_check:
-                            check_completeness(client, query, fetched, say)
-                    finally:
-                        outcome.completeness = fetched.completeness
-                stage = Stage(settings, engine, pricing, run_id, outcome, say, now)
-                return stage.rate_store_publish(run_id, org_ids, options)
+    def start(session: Session) -> tuple[int, None]:
+        return start_close(
+            session, settings, period, query, options, trigger=trigger, now=now(), on_workers=False
+        ), None
 
-            return run_recorded(engine, run_id, work, now)
-    finally:
-        engine.dispose()
+    def work(run: LocalRun, _found: None) -> CloseResult:
+        with _http_session(settings, http) as session_http:
+            fetch_checked(settings, session_http, query, run.engine, run.run_id, say, run.outcome)
+            return run.rate_store_publish(pricing, run.run_id, org_ids, options)
+
+    return held_run(settings, period, options.wait_seconds, say, now, start, work)
+
+
+@dataclass(frozen=True)
+class SnapshotSource:
+    """The close whose usage snapshot a re-rate prices again."""
+
+    run_id: int
+    checksum: str | None
+    pages: int
 
 
 def rerate_period(
@@ -165,46 +267,41 @@ def rerate_period(
     corrections (or reissues)."""
     say = progress or log.info
     pricing = load_pricing(settings, period)
-    engine = open_database(settings)
-    try:
-        with hold_period(engine, str(period), options.wait_seconds, say, now):
-            with Session(engine) as session:
-                source = latest_snapshot_run(session, str(period))
-                if source is None or source.id is None:
-                    raise BillingError(
-                        f"no usage snapshot of {period} to re-rate: "
-                        f"run billing close --period {period} first"
-                    )
-                partial = json.loads(source.request_params or "{}").get("org_ids")
-                if partial:
-                    raise BillingError(
-                        f"the last close of {period} (run {source.id}) was a partial close of "
-                        f"{partial}; run a full close (billing close --period {period}) "
-                        "before re-rating"
-                    )
-                source_id, checksum, pages = source.id, source.usage_checksum, source.pages_fetched
-                run_id = start_run(
-                    session,
-                    period,
-                    f"rerate:{trigger}",
-                    f"snapshot of run {source_id}",
-                    now(),
-                    request_params=source.request_params,
-                    rerated_from_run_id=source_id,
-                    operation="rerate",
-                    started_by=who_started(),
-                )
 
-            def work(outcome: RunOutcome) -> CloseResult:
-                say(f"re-rating the usage read from the snapshot of run {source_id}")
-                outcome.pages_fetched = pages
-                outcome.usage_checksum = checksum
-                stage = Stage(settings, engine, pricing, run_id, outcome, say, now)
-                return stage.rate_store_publish(source_id, (), options)
+    def start(session: Session) -> tuple[int, SnapshotSource]:
+        source = latest_snapshot_run(session, str(period))
+        if source is None or source.id is None:
+            raise BillingError(
+                f"no usage snapshot of {period} to re-rate: "
+                f"run billing close --period {period} first"
+            )
+        partial = json.loads(source.request_params or "{}").get("org_ids")
+        if partial:
+            raise BillingError(
+                f"the last close of {period} (run {source.id}) was a partial close of "
+                f"{partial}; run a full close (billing close --period {period}) "
+                "before re-rating"
+            )
+        found = SnapshotSource(source.id, source.usage_checksum, source.pages_fetched)
+        run_id = start_recorded_run(
+            session,
+            period,
+            trigger=f"rerate:{trigger}",
+            upstream=f"snapshot of run {found.run_id}",
+            now=now(),
+            operation="rerate",
+            request_params=source.request_params,
+            rerated_from_run_id=found.run_id,
+        )
+        return run_id, found
 
-            return run_recorded(engine, run_id, work, now)
-    finally:
-        engine.dispose()
+    def work(run: LocalRun, source: SnapshotSource) -> CloseResult:
+        say(f"re-rating the usage read from the snapshot of run {source.run_id}")
+        run.outcome.pages_fetched = source.pages
+        run.outcome.usage_checksum = source.checksum
+        return run.rate_store_publish(pricing, source.run_id, (), options)
+
+    return held_run(settings, period, options.wait_seconds, say, now, start, work)
 
 
 def finalize_period(
@@ -218,36 +315,31 @@ def finalize_period(
 ) -> CloseResult:
     """Finalize the drafts of a period (numbers them, freezes them), then render and email."""
     say = progress or log.info
-    engine = open_database(settings)
-    try:
-        with hold_period(engine, str(period), wait_seconds, say, now):
-            with Session(engine) as session:
-                drafted_by = drafting_run(session, period)
-                run_id = start_run(
-                    session,
-                    period,
-                    trigger,
-                    "(no fetch: finalizes stored drafts)",
-                    now(),
-                    operation="finalize",
-                    started_by=who_started(),
-                )
 
-            def work(outcome: RunOutcome) -> CloseResult:
-                stage = Stage(settings, engine, None, run_id, outcome, say, now)
-                if not stage.finalize(period, None):
-                    raise InvoiceStateError(
-                        f"no draft invoices of {period} to finalize: "
-                        f"run billing close --period {period} --draft first"
-                    )
-                outcome.report = drafted_by.report if drafted_by else RatingReport()
-                if drafted_by is None:
-                    return stage.publish(period, run_id)
-                return stage.publish(period, drafted_by.run_id, drafted_by.pages)
+    def start(session: Session) -> tuple[int, DraftingRun | None]:
+        drafted_by = drafting_run(session, period)
+        run_id = start_recorded_run(
+            session,
+            period,
+            trigger=trigger,
+            upstream="(no fetch: finalizes stored drafts)",
+            now=now(),
+            operation="finalize",
+        )
+        return run_id, drafted_by
 
-            return run_recorded(engine, run_id, work, now)
-    finally:
-        engine.dispose()
+    def work(run: LocalRun, drafted_by: DraftingRun | None) -> CloseResult:
+        if not run.finalize(period, None):
+            raise InvoiceStateError(
+                f"no draft invoices of {period} to finalize: "
+                f"run billing close --period {period} --draft first"
+            )
+        run.outcome.report = drafted_by.report if drafted_by else RatingReport()
+        if drafted_by is None:
+            return run.publish(period, run.run_id)
+        return run.publish(period, drafted_by.run_id, drafted_by.pages)
+
+    return held_run(settings, period, wait_seconds, say, now, start, work)
 
 
 @contextmanager

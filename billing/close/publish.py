@@ -13,7 +13,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, col
 
 from billing.config import Settings
-from billing.db.engine import make_engine
+from billing.db.engine import open_ledger
 from billing.db.period_reads import (
     invoice_summaries,
     iter_statements,
@@ -34,6 +34,7 @@ from billing.statements.parallel import render_pdfs, render_processes
 from billing.statements.pdf import StatementRenderer, shared_renderer, template_environment
 from billing.statements.period_reports import PeriodReportWriter
 from billing.statements.reports import RunFacts
+from billing.states import RunStatus
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,7 @@ class CloseResult:
     report: RatingReport
     pages_fetched: int
     emails_sent: int
-    database_url: str
+    engine: Engine = field(repr=False, compare=False)
     orgs_without_contact: list[str] = field(default_factory=list)
     org_outcomes: list[dict[str, str]] = field(default_factory=list)
     email_outcomes: dict[str, int] = field(default_factory=dict)
@@ -67,13 +68,13 @@ class CloseResult:
 
     @cached_property
     def statements(self) -> list[Statement]:
-        """The period's live statements as stored now, read on first use."""
-        engine = make_engine(self.database_url)
+        """The period's live statements as stored now, read on first use (through the close's
+        engine, whose connections are let go again afterwards)."""
         try:
-            with Session(engine) as session:
+            with Session(self.engine) as session:
                 return load_statements(session, self.period)
         finally:
-            engine.dispose()
+            self.engine.dispose()
 
 
 def render_documents(renderer: StatementRenderer, statement: Statement) -> StatementDocuments:
@@ -130,6 +131,7 @@ def rendered_statements(
 
 def publish_statements(
     settings: Settings,
+    engine: Engine,
     period: BillingPeriod,
     run_id: int,
     report: RatingReport,
@@ -151,34 +153,30 @@ def publish_statements(
     """
     centres = load_cost_centre_map(settings)
     folder = output_folder(settings, period, say)
-    engine = make_engine(settings.database_url)
     written = 0
-    try:
-        environment = template_environment(settings.templates_dir, settings.locale)
-        with (
-            report_writer(settings, folder, period, centres) as writer,
-            OutboxSender(settings, engine, period, environment, folder) as outbox,
-        ):
-            for documents in rendered_statements(settings, engine, period):
-                write_documents(folder, documents)
-                outbox.send_for(documents)
-                writer.add(documents.statement)
-                written += 1
-            renderer = shared_renderer(settings) if outbox.waiting else None
-            if renderer is not None:
-                outbox.send_remaining(lambda stored: render_documents(renderer, stored))
-            with Session(engine) as session:
-                invoices = invoice_summaries(session, period)  # with the states sending set
-                previous = period_org_totals(session, period.previous())
-                facts = run_facts(session, run_id, settings, report, outcome)
-            writer.finish(previous, facts)
-        delivery = outbox.report
-        for cut_off in delivery.cut_off:
-            say(f"email {cut_off} was cut off before the server replied: marked unknown")
-        if delivery.messages:
-            say(f"emails: {delivery.describe()}")
-    finally:
-        engine.dispose()
+    environment = template_environment(settings.templates_dir, settings.locale)
+    with (
+        report_writer(settings, folder, period, centres) as writer,
+        OutboxSender(settings, engine, period, environment, folder) as outbox,
+    ):
+        for documents in rendered_statements(settings, engine, period):
+            write_documents(folder, documents)
+            outbox.send_for(documents)
+            writer.add(documents.statement)
+            written += 1
+        renderer = shared_renderer(settings) if outbox.waiting else None
+        if renderer is not None:
+            outbox.send_remaining(lambda stored: render_documents(renderer, stored))
+        with Session(engine) as session:
+            invoices = invoice_summaries(session, period)  # with the states sending set
+            previous = period_org_totals(session, period.previous())
+            facts = run_facts(session, run_id, settings, report, outcome)
+        writer.finish(previous, facts)
+    delivery = outbox.report
+    for cut_off in delivery.cut_off:
+        say(f"email {cut_off} was cut off before the server replied: marked unknown")
+    if delivery.messages:
+        say(f"emails: {delivery.describe()}")
     say(f"wrote {written} statements, the summary and the reports to {folder}")
     return CloseResult(
         run_id=run_id,
@@ -189,7 +187,7 @@ def publish_statements(
         report=report,
         pages_fetched=pages,
         emails_sent=delivery.sent,
-        database_url=settings.database_url,
+        engine=engine,
         email_outcomes=dict(delivery.outcomes),
         orgs_without_contact=[invoice.org_id for invoice in invoices if not invoice.emails],
         org_outcomes=list(org_outcomes),
@@ -225,7 +223,7 @@ def run_facts(
         checked = session.get(BillingRun, run.rerated_from_run_id) or run
     duplicates: int | None = checked.duplicate_results
     completeness = checked.completeness
-    if checked.status == "running":
+    if checked.status == RunStatus.RUNNING:
         duplicates = outcome.duplicate_results if outcome is not None else None
         completeness = outcome.completeness if outcome is not None else None
         if completeness is None:
@@ -271,7 +269,7 @@ def render_statements(
     say = progress or log.info
     centres = load_cost_centre_map(settings) if org_id is None else CostCentreMap()
     folder = output_folder(settings, period, say)
-    engine = make_engine(settings.database_url)
+    engine = open_ledger(settings, migrate=False)
     files: list[Path] = []
     count = 0
     try:
