@@ -1,5 +1,8 @@
-"""What an address or SMTP URL must look like: plain addresses for the envelope, the To header,
-the org directory and the settings alike; mailboxes for the sender; the server URL."""
+"""Address and SMTP URL parsing for the settings, the org directory and email; no I/O.
+
+Plain addresses for the envelope, the To header, the org directory and the settings alike;
+mailboxes for the sender; the server URL.
+"""
 
 from __future__ import annotations
 

@@ -12,9 +12,7 @@ from sqlalchemy import func, insert, select, update
 from sqlmodel import Session, col
 
 from billing.db.tables import EmailDelivery, Invoice
-
-PENDING, SENDING, SENT, FAILED, UNKNOWN = "pending", "sending", "sent", "failed", "unknown"
-STATEMENT, RESEND = "statement", "resend"
+from billing.states import DeliveryKind, DeliveryStatus, InvoiceStatus
 
 
 class Addressed(Protocol):
@@ -42,8 +40,8 @@ def queue_statements(session: Session, invoices: Sequence[Addressed], now: datet
             "org_id": invoice.org_id,
             "period": invoice.period,
             "recipient": address,
-            "kind": STATEMENT,
-            "status": PENDING,
+            "kind": DeliveryKind.STATEMENT,
+            "status": DeliveryStatus.PENDING,
             "attempts": 0,
             "created_at": now,
         }
@@ -64,8 +62,8 @@ def queue_resend(
         org_id=invoice.org_id,
         period=invoice.period,
         recipient=recipient,
-        kind=RESEND,
-        status=PENDING,
+        kind=DeliveryKind.RESEND,
+        status=DeliveryStatus.PENDING,
         requested_by=requested_by,
         created_at=now,
     )
@@ -82,13 +80,13 @@ def give_up_on_interrupted(
     these `delivery_ids`): the server may have them, so they become `unknown` for a person to
     decide; never resent by themselves."""
     query = select(EmailDelivery).where(
-        col(EmailDelivery.period) == period, col(EmailDelivery.status) == SENDING
+        col(EmailDelivery.period) == period, col(EmailDelivery.status) == DeliveryStatus.SENDING
     )
     if delivery_ids is not None:
         query = query.where(col(EmailDelivery.id).in_(delivery_ids))
     stale = list(session.execute(query).scalars().all())
     for row in stale:
-        row.status = UNKNOWN
+        row.status = DeliveryStatus.UNKNOWN
         row.error = (
             "the sender stopped between handing the message over and the server's reply; "
             "check the mail server's log for the Message-ID before resending"
@@ -113,14 +111,14 @@ def pending_batches(
     session: Session, period: str, delivery_ids: Sequence[int] | None = None
 ) -> list[Batch]:
     query = select(EmailDelivery).where(
-        col(EmailDelivery.period) == period, col(EmailDelivery.status) == PENDING
+        col(EmailDelivery.period) == period, col(EmailDelivery.status) == DeliveryStatus.PENDING
     )
     if delivery_ids is not None:
         query = query.where(col(EmailDelivery.id).in_(delivery_ids))
     grouped: dict[tuple[int, str, int | None], list[EmailDelivery]] = defaultdict(list)
     for row in session.execute(query.order_by(col(EmailDelivery.id))).scalars():
         # A resend is its own message; statement rows of one invoice share one.
-        key = (row.invoice_id, row.kind, row.id if row.kind == RESEND else None)
+        key = (row.invoice_id, row.kind, row.id if row.kind == DeliveryKind.RESEND else None)
         grouped[key].append(row)
     return [
         Batch(
@@ -143,10 +141,10 @@ def claim(session: Session, batch: Batch, message_id: str, now: datetime) -> Bat
             update(EmailDelivery)
             .where(
                 col(EmailDelivery.id).in_(batch.delivery_ids),
-                col(EmailDelivery.status) == PENDING,
+                col(EmailDelivery.status) == DeliveryStatus.PENDING,
             )
             .values(
-                status=SENDING,
+                status=DeliveryStatus.SENDING,
                 attempts=EmailDelivery.attempts + 1,
                 last_attempt_at=now,
                 message_id=message_id,
@@ -180,7 +178,11 @@ def settle(
     now: datetime,
     max_attempts: int,
 ) -> None:
-    """Record a delivery result on the batch's rows (refused recipients fail one by one)."""
+    """Record a delivery result on the batch's rows (refused recipients fail one by one).
+
+    `status` is how the hand-over went: "sent", "retry", "failed" or "unknown" (the transport's
+    word, billing.email.smtp.SendStatus); a "retry" row is pending again until `max_attempts`.
+    """
     rows = (
         session.execute(select(EmailDelivery).where(col(EmailDelivery.id).in_(batch.delivery_ids)))
         .scalars()
@@ -188,18 +190,20 @@ def settle(
     )
     for row in rows:
         row.server_reply = reply or None
-        if status == SENT and row.recipient in refused:
-            row.status, row.error = FAILED, f"recipient refused: {refused[row.recipient]}"
-        elif status == SENT:
-            row.status, row.sent_at, row.error = SENT, now, None
+        if status == "sent" and row.recipient in refused:
+            row.status = DeliveryStatus.FAILED
+            row.error = f"recipient refused: {refused[row.recipient]}"
+        elif status == "sent":
+            row.status, row.sent_at, row.error = DeliveryStatus.SENT, now, None
         elif status == "retry" and row.attempts < max_attempts:
-            row.status, row.error = PENDING, f"will retry: {detail or reply}"
+            row.status, row.error = DeliveryStatus.PENDING, f"will retry: {detail or reply}"
         elif status == "retry":
-            row.status, row.error = FAILED, f"gave up after {row.attempts} attempts: {detail}"
+            row.status = DeliveryStatus.FAILED
+            row.error = f"gave up after {row.attempts} attempts: {detail}"
         else:
-            row.status, row.error = status, detail or reply
+            row.status, row.error = DeliveryStatus(status), detail or reply
     session.flush()
-    if status == SENT and batch.kind == STATEMENT:
+    if status == "sent" and batch.kind == DeliveryKind.STATEMENT:
         _mark_sent_when_delivered(session, batch.invoice_id, now)
 
 
@@ -208,15 +212,15 @@ def _mark_sent_when_delivered(session: Session, invoice_id: int, now: datetime) 
     open_rows = session.execute(
         select(func.count()).where(
             col(EmailDelivery.invoice_id) == invoice_id,
-            col(EmailDelivery.kind) == STATEMENT,
-            col(EmailDelivery.status) != SENT,
+            col(EmailDelivery.kind) == DeliveryKind.STATEMENT,
+            col(EmailDelivery.status) != DeliveryStatus.SENT,
         )
     ).scalar_one()
     if open_rows == 0:
         session.execute(
             update(Invoice)
-            .where(col(Invoice.id) == invoice_id, col(Invoice.status) == "finalized")
-            .values(status="sent", sent_at=now)
+            .where(col(Invoice.id) == invoice_id, col(Invoice.status) == InvoiceStatus.FINALIZED)
+            .values(status=InvoiceStatus.SENT, sent_at=now)
         )
 
 

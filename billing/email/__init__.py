@@ -1,1 +1,1 @@
-"""Statement email: messages, one transport interface (SMTP, file, console), the outbox sender."""
+"""Statement email: messages, one Transport (smtp, file, console, none), the outbox sender."""

@@ -1,4 +1,4 @@
-"""Statement emails: messages from templates, their SMTP envelope, and the email backends.
+"""Statement emails: the message of a statement from templates, and its SMTP envelope.
 
 Headers that carry addresses (From, To, Reply-To) are built from `email.headerregistry.Address`
 objects whose addresses passed `plain_address_problem`, never by joining strings of org data;
@@ -9,30 +9,18 @@ exists only in the envelope (`envelope_recipients`).
 from __future__ import annotations
 
 import hashlib
-import logging
-import ssl
-import sys
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import formatdate, getaddresses
-from pathlib import Path
-from types import TracebackType
-from typing import Protocol
 
 from jinja2 import Environment
 
-from billing.addresses import parse_mailbox, parse_smtp_url, plain_address_problem
-from billing.config import Settings, get_settings
+from billing.addresses import parse_mailbox, plain_address_problem
 from billing.domain import Statement
-from billing.email.smtp import DeliveryResult, SmtpSender
-from billing.errors import ConfigError, DeliveryError
+from billing.errors import ConfigError
 from billing.statements import formatting
-from billing.statements.files import safe_stem, write_atomically
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -142,148 +130,3 @@ def envelope_recipients(message: EmailMessage, bcc: Sequence[str] = ()) -> tuple
         if problem is not None:
             raise ConfigError(f"recipient {address!r} is not a plain email address: {problem}")
     return recipients
-
-
-class EmailBackend(Protocol):
-    """Hands a message to whatever delivers it."""
-
-    def send(self, message: EmailMessage, org_id: str) -> str: ...
-
-
-class FileEmailBackend:
-    """Writes each message as an .eml file, for the embedded default and for review."""
-
-    def __init__(self, folder: Path) -> None:
-        self._folder = folder
-
-    def send(self, message: EmailMessage, org_id: str) -> str:
-        self._folder.mkdir(parents=True, exist_ok=True)
-        path = write_atomically(self._folder, f"{safe_stem(org_id)}.eml", message.as_bytes())
-        return str(path)
-
-
-class ConsoleEmailBackend:
-    """Prints the headers of each message (attachments left out)."""
-
-    def send(self, message: EmailMessage, org_id: str) -> str:
-        sys.stdout.write(
-            f"email to {message['To']}: {message['Subject']} "
-            f"({len(list(message.iter_attachments()))} attachments)\n"
-        )
-        return "console"
-
-
-class NullEmailBackend:
-    """Sends nothing (for runs that must not mail anyone)."""
-
-    def send(self, message: EmailMessage, org_id: str) -> str:
-        return "none"
-
-
-class SmtpEmailBackend:
-    """Delivers each message over SMTP (with finance in Bcc) and raises unless it was sent.
-
-    "retry" results are tried `attempts` times; then, like "failed" and "unknown", they raise
-    a DeliveryError. The connection is reused across messages: close() it (or use `with`).
-    """
-
-    def __init__(
-        self,
-        sender: SmtpSender,
-        *,
-        bcc: Sequence[str] = (),
-        attempts: int = 3,
-        backoff: Sequence[float] | None = None,  # float-ok: seconds
-    ) -> None:
-        self._sender = sender
-        self._bcc = tuple(bcc)
-        self._attempts = attempts
-        self._backoff = backoff
-        self.last_result: DeliveryResult | None = None
-
-    def __enter__(self) -> SmtpEmailBackend:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    def close(self) -> None:
-        self._sender.close()
-
-    def send(self, message: EmailMessage, org_id: str) -> str:
-        recipients = envelope_recipients(message, self._bcc)
-        result = self._sender.deliver_with_retries(
-            message, recipients, self._attempts, self._backoff
-        )
-        self.last_result = result
-        message_id = message["Message-ID"]
-        if result.status == "sent":
-            if result.refused:
-                log.warning("org %s: email %s: %s", org_id, message_id, result.detail)
-            return f"smtp {result.reply}"
-        if result.status == "unknown":
-            text = f"{result.detail}"
-        elif result.status == "retry":
-            text = f"not handed over after {result.attempts} attempts, try again later: "
-            text += f"{result.detail}" + (f" ({result.reply})" if result.reply else "")
-        else:
-            text = f"refused: {result.reply or result.detail}"
-            if result.reply and result.detail:
-                text += f" ({result.detail})"
-        raise DeliveryError(
-            f"org {org_id}: statement email {message_id} {result.status}: {text}",
-            status=result.status,
-            reply=result.reply,
-        )
-
-
-def smtp_sender(
-    settings: Settings,
-    *,
-    ssl_context: ssl.SSLContext | None = None,
-    local_hostname: str | None = None,
-    clock: Callable[[], float] = time.monotonic,  # float-ok: seconds
-    sleep: Callable[[float], None] = time.sleep,  # float-ok: seconds
-) -> SmtpSender:
-    """An SmtpSender for BILLING_SMTP_URL with the timeout, rate and per-connection settings.
-
-    The keyword arguments are for tests and special set-ups (a private CA, a fake clock).
-    """
-    if settings.smtp_url is None:
-        raise ConfigError("setting BILLING_SMTP_URL: not set; SMTP delivery needs a server")
-    return SmtpSender(
-        parse_smtp_url(settings.smtp_url.get_secret_value(), "BILLING_SMTP_URL"),
-        timeout=settings.smtp_timeout_seconds,
-        rate_per_second=settings.smtp_rate_per_second,
-        max_per_connection=settings.smtp_max_per_connection,
-        ssl_context=ssl_context,
-        local_hostname=local_hostname,
-        clock=clock,
-        sleep=sleep,
-    )
-
-
-def smtp_backend(settings: Settings, *, attempts: int = 3) -> SmtpEmailBackend:
-    """The smtp EmailBackend of the settings, with BILLING_EMAIL_BCC in every envelope."""
-    return SmtpEmailBackend(smtp_sender(settings), bcc=settings.email_bcc, attempts=attempts)
-
-
-def email_backend(
-    name: str, output_folder: Path, *, settings: Settings | None = None
-) -> EmailBackend:
-    """The backend called `name` (BILLING_EMAIL_BACKEND).
-
-    "smtp" uses `settings` (the process settings when not given).
-    """
-    if name == "file":
-        return FileEmailBackend(output_folder / "emails")
-    if name == "console":
-        return ConsoleEmailBackend()
-    if name == "smtp":
-        return smtp_backend(settings if settings is not None else get_settings())
-    return NullEmailBackend()

@@ -9,76 +9,29 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable
+from contextlib import ExitStack, closing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.message import EmailMessage
+from functools import partial
 from pathlib import Path
-from typing import Protocol
 
 from jinja2 import Environment
 from sqlalchemy import Engine
 
 from billing.config import Settings
 from billing.db.locks import write_transaction
-from billing.db.outbox import (
-    RESEND,
-    Batch,
-    claim,
-    give_up_on_interrupted,
-    pending_batches,
-    settle,
-)
+from billing.db.outbox import Batch, claim, give_up_on_interrupted, pending_batches, settle
 from billing.db.period_reads import iter_statements
 from billing.domain import Statement
-from billing.email.messages import (
-    StatementDocuments,
-    build_statement_email,
-    email_backend,
-    envelope_recipients,
-    smtp_sender,
-)
-from billing.email.smtp import DeliveryResult
+from billing.email.messages import StatementDocuments, build_statement_email
+from billing.email.transports import Transport, open_transport
 from billing.periods import BillingPeriod
+from billing.states import DeliveryKind, InvoiceStatus
 
 # Sends of one delivery before it is marked failed (each send retries 4xx itself a few times).
 MAX_SENDS = 5
-
-
-class Courier(Protocol):
-    """Hands one message over and says how it went."""
-
-    def deliver(self, message: EmailMessage, org_id: str) -> DeliveryResult: ...
-
-
-@dataclass
-class _BackendCourier:
-    """The file, console and none backends: handing over is delivery."""
-
-    settings: Settings
-    folder: Path
-
-    def deliver(self, message: EmailMessage, org_id: str) -> DeliveryResult:
-        backend = email_backend(self.settings.email_backend, self.folder)
-        return DeliveryResult("sent", reply=backend.send(message, org_id))
-
-
-@contextmanager
-def courier(settings: Settings, folder: Path) -> Iterator[Courier]:
-    """The courier of BILLING_EMAIL_BACKEND; SMTP keeps one connection open for the batch."""
-    if settings.email_backend != "smtp":
-        yield _BackendCourier(settings, folder)
-        return
-    with smtp_sender(settings) as sender:
-
-        class _SmtpCourier:
-            def deliver(self, message: EmailMessage, org_id: str) -> DeliveryResult:
-                recipients = envelope_recipients(message, settings.email_bcc)
-                backoff = settings.smtp_retry_seconds
-                return sender.deliver_with_retries(message, recipients, len(backoff) + 1, backoff)
-
-        yield _SmtpCourier()
 
 
 @dataclass
@@ -99,7 +52,7 @@ class SendReport:
 
 
 class OutboxSender:
-    """Sends a period's pending deliveries over one courier, statement by statement.
+    """Sends a period's pending deliveries over one transport, statement by statement.
 
     Entering it turns deliveries left `sending` by a dead sender into `unknown` (the caller
     holds the period's lock) and reads what is pending.
@@ -116,16 +69,15 @@ class OutboxSender:
         delivery_ids: list[int] | None = None,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
-        self._settings = settings
         self._engine = engine
         self._period = period
-        self._environment = environment
-        self._folder = folder
+        self._compose = partial(statement_message, settings, environment)
+        self._open_transport = partial(open_transport, settings, folder)
         self._delivery_ids = delivery_ids
         self._now = now
         self._batches: dict[int, list[Batch]] = {}
         self._stack = ExitStack()
-        self._courier: Courier | None = None
+        self._transport: Transport | None = None
         self.report = SendReport()
 
     def __enter__(self) -> OutboxSender:
@@ -151,20 +103,20 @@ class OutboxSender:
     def send_for(self, documents: StatementDocuments) -> None:
         """Send the pending deliveries of one rendered statement (none for drafts)."""
         statement = documents.statement
-        if statement.status not in ("finalized", "sent"):
+        if statement.status not in (InvoiceStatus.FINALIZED, InvoiceStatus.SENT):
             return
         for batch in self._batches.pop(statement.invoice_id, []):
-            if self._courier is None:
-                self._courier = self._stack.enter_context(courier(self._settings, self._folder))
-            message = statement_message(self._settings, self._environment, documents, batch)
+            if self._transport is None:
+                self._transport = self._stack.enter_context(closing(self._open_transport()))
+            message = self._compose(documents, batch)
             with write_transaction(self._engine) as session:
                 claimed = claim(session, batch, str(message["Message-ID"]), self._now())
             if not claimed.delivery_ids:
                 continue  # another sender has them
             if claimed != batch:
                 batch = claimed
-                message = statement_message(self._settings, self._environment, documents, batch)
-            result = self._courier.deliver(message, statement.org_id)
+                message = self._compose(documents, batch)
+            result = self._transport.deliver(message, statement.org_id)
             with write_transaction(self._engine) as session:
                 settle(
                     session,
@@ -205,7 +157,7 @@ def statement_message(
         settings.locale,
         reply_to=settings.email_reply_to,
     )
-    if batch.kind == RESEND:
+    if batch.kind == DeliveryKind.RESEND:
         digest = hashlib.sha256(f"{message['Message-ID']}:{batch.resend_id}".encode()).hexdigest()
         message.replace_header("Message-ID", f"<statement-resend-{digest[:24]}@billing.mka1>")
     return message

@@ -1,4 +1,4 @@
-"""SMTP delivery over one reused connection, rate-limited, each attempt classified; no database.
+"""The smtp transport: SMTP delivery over one reused connection, rate-limited, classified.
 
 `SmtpSender.deliver` returns a `DeliveryResult` whose `status` is one of:
 
@@ -22,6 +22,10 @@ Recipients refused one by one at RCPT TO:
 - every recipient refused: "failed" when all refusals are 5xx, else "retry".
 
 The password of the SMTP URL never appears in a log line, an error, a repr or a result.
+
+`SmtpTransport` is the `Transport` (billing.email.transports) of BILLING_EMAIL_BACKEND=smtp:
+an SmtpSender for the settings, BILLING_EMAIL_BCC in every envelope, and a "retry" result tried
+again after each wait of BILLING_SMTP_RETRY_SECONDS. There is no database here.
 
 What counts as a plain address is decided in `billing.addresses`.
 """
@@ -48,11 +52,15 @@ from urllib.parse import quote
 
 from pydantic import SecretStr
 
-from billing.addresses import SmtpServer, plain_address_problem
+from billing.addresses import SmtpServer, parse_smtp_url, plain_address_problem
+from billing.config import Settings
+from billing.email.messages import envelope_recipients
+from billing.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-DeliveryStatus = Literal["sent", "retry", "failed", "unknown"]
+# How one hand-over went (what a Transport reports); not the outbox row's DeliveryStatus.
+SendStatus = Literal["sent", "retry", "failed", "unknown"]
 
 # The wire form: CRLF line ends and 7-bit bodies (8-bit text parts are re-encoded).
 _WIRE_POLICY = policy.SMTP.clone(cte_type="7bit")
@@ -62,7 +70,7 @@ _WIRE_POLICY = policy.SMTP.clone(cte_type="7bit")
 class DeliveryResult:
     """The outcome of one delivery attempt (or of the last of several)."""
 
-    status: DeliveryStatus
+    status: SendStatus
     reply: str = ""
     detail: str = ""
     refused: Mapping[str, str] = field(default_factory=dict)
@@ -141,7 +149,7 @@ def _reply_text(code: int, message: bytes | str) -> str:
     return " ".join(f"{code} {text}".split())
 
 
-def _by_code(code: int) -> DeliveryStatus:
+def _by_code(code: int) -> SendStatus:
     return "failed" if 500 <= code < 600 else "retry"
 
 
@@ -343,7 +351,7 @@ class SmtpSender:
             self._reset(connection)
             refusals = {**temporary, **permanent}
             listed = "; ".join(f"{r}: {reply}" for r, reply in refusals.items())
-            status: DeliveryStatus = "retry" if temporary else "failed"
+            status: SendStatus = "retry" if temporary else "failed"
             return self._result(
                 status, next(iter(refusals.values())), f"recipients refused: {listed}", permanent
             )
@@ -471,7 +479,7 @@ class SmtpSender:
 
     def _result(
         self,
-        status: DeliveryStatus,
+        status: SendStatus,
         reply: str,
         detail: str,
         refused: Mapping[str, str] | None = None,
@@ -514,3 +522,49 @@ def _wire_bytes(message: EmailMessage) -> bytes:
     if not data.endswith(b"\r\n"):
         data += b"\r\n"
     return re.sub(rb"(?m)^\.", b"..", data) + b".\r\n"
+
+
+def smtp_sender(settings: Settings) -> SmtpSender:
+    """An SmtpSender for BILLING_SMTP_URL with the timeout, rate and per-connection settings."""
+    if settings.smtp_url is None:
+        raise ConfigError("setting BILLING_SMTP_URL: not set; SMTP delivery needs a server")
+    return SmtpSender(
+        parse_smtp_url(settings.smtp_url.get_secret_value(), "BILLING_SMTP_URL"),
+        timeout=settings.smtp_timeout_seconds,
+        rate_per_second=settings.smtp_rate_per_second,
+        max_per_connection=settings.smtp_max_per_connection,
+    )
+
+
+class SmtpTransport:
+    """Delivers each message over one SmtpSender, with finance (`bcc`) in every envelope.
+
+    A "retry" result is tried again after each of the `backoff` waits; the connection stays
+    open across messages until close().
+    """
+
+    def __init__(
+        self,
+        sender: SmtpSender,
+        *,
+        bcc: Sequence[str] = (),
+        backoff: Sequence[float] = (),  # float-ok: seconds
+    ) -> None:
+        self._sender = sender
+        self._bcc = tuple(bcc)
+        self._backoff = tuple(backoff)
+
+    def deliver(self, message: EmailMessage, org_id: str) -> DeliveryResult:
+        recipients = envelope_recipients(message, self._bcc)
+        attempts = len(self._backoff) + 1
+        return self._sender.deliver_with_retries(message, recipients, attempts, self._backoff)
+
+    def close(self) -> None:
+        self._sender.close()
+
+
+def smtp_transport(settings: Settings) -> SmtpTransport:
+    """The smtp transport of the settings: BILLING_SMTP_* and BILLING_EMAIL_BCC."""
+    return SmtpTransport(
+        smtp_sender(settings), bcc=settings.email_bcc, backoff=settings.smtp_retry_seconds
+    )

@@ -12,7 +12,7 @@ from sqlmodel import Session, col
 from billing.close.publish import render_documents
 from billing.close.steps import who_started
 from billing.config import Settings
-from billing.db.engine import ledger_engine
+from billing.db.engine import ledger, open_ledger
 from billing.db.locks import hold_period, write_transaction
 from billing.db.outbox import contacts_of, deliveries, queue_resend
 from billing.db.tables import Invoice
@@ -21,6 +21,7 @@ from billing.errors import BillingError
 from billing.periods import BillingPeriod
 from billing.statements.files import period_folder
 from billing.statements.pdf import StatementRenderer
+from billing.states import InvoiceStatus
 
 Progress = Callable[[str], None]
 
@@ -44,24 +45,20 @@ class DeliveryRow:
 
 
 def email_status(settings: Settings, period: BillingPeriod) -> list[DeliveryRow]:
-    engine = ledger_engine(settings.database_url, migrate=settings.auto_migrate)
-    try:
-        with Session(engine) as session:
-            return [
-                DeliveryRow(
-                    org_id=row.org_id,
-                    invoice_number=number,
-                    recipient=row.recipient,
-                    kind=row.kind,
-                    status=row.status,
-                    attempts=row.attempts,
-                    detail=row.error or row.server_reply or "",
-                    message_id=row.message_id,
-                )
-                for row, number in deliveries(session, str(period))
-            ]
-    finally:
-        engine.dispose()
+    with ledger(settings) as engine, Session(engine) as session:
+        return [
+            DeliveryRow(
+                org_id=row.org_id,
+                invoice_number=number,
+                recipient=row.recipient,
+                kind=row.kind,
+                status=row.status,
+                attempts=row.attempts,
+                detail=row.error or row.server_reply or "",
+                message_id=row.message_id,
+            )
+            for row, number in deliveries(session, str(period))
+        ]
 
 
 def send_pending(
@@ -74,7 +71,7 @@ def send_pending(
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> SendReport:
     """Send the period's pending statement emails (each delivery once), under the period lock."""
-    engine = ledger_engine(settings.database_url, migrate=settings.auto_migrate)
+    engine = open_ledger(settings)
     renderer = StatementRenderer.from_settings(settings)
     folder = period_folder(settings.output_dir, str(period))
     try:
@@ -105,7 +102,7 @@ def resend(
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> SendReport:
     """Send an issued invoice's statement again to one of its org's contacts (recorded)."""
-    engine = ledger_engine(settings.database_url, migrate=settings.auto_migrate)
+    engine = open_ledger(settings)
     try:
         with write_transaction(engine) as session:
             invoice = session.execute(
@@ -115,7 +112,7 @@ def resend(
                 raise BillingError(
                     f"no invoice numbered {reference!r}: billing invoices list shows them"
                 )
-            if invoice.status not in ("finalized", "sent"):
+            if invoice.status not in (InvoiceStatus.FINALIZED, InvoiceStatus.SENT):
                 raise BillingError(
                     f"invoice {reference} is {invoice.status}; only finalized or sent invoices "
                     "are emailed"

@@ -20,12 +20,12 @@ from pypdf import PdfReader
 from billing.catalog import load_org_directory
 from billing.close.inline import close_period
 from billing.config import Settings
+from billing.email.messages import statement_message_id
 from billing.errors import BillingError
 from billing.finance.emails import email_status, resend, send_pending
 from billing.periods import BillingPeriod
 from billing.usage.emulator import running_emulator
-from tests.integration.test_ledger import rows
-from tests.support.agreement import database_totals
+from tests.support.agreement import database_totals, rows
 from tests.support.processes import run_billing, start_billing
 from tests.support.smtp_servers import RawSmtpServer, Received, RunningServer
 
@@ -139,6 +139,32 @@ def test_451_is_retried_and_550_is_failed_with_the_reason(
     assert states == {"org-0001": "sent", "org-0002": "finalized"}
     # A failed delivery is not retried by the next send: a person fixes the address first.
     assert send_pending(settings, OCTOBER).messages == 0
+
+
+def test_a_refused_message_is_recorded_failed_naming_org_and_message(
+    make_settings: Callable[..., Settings], smtp_server: RunningServer
+) -> None:
+    """A refusal of the content, as the outbox sender records it: on the org's deliveries, with
+    the server's reply and the Message-ID, failed and never sent again by itself."""
+    smtp_server.recorder.data_replies.append("554 5.7.0 Rejected by policy")
+    with running_emulator(orgs=1, seed=9, page_size=300) as base_url:
+        settings = smtp_settings(make_settings, smtp_server.port, base_url)
+        result = close_period(settings, OCTOBER)
+        again = send_pending(settings, OCTOBER)
+    [statement] = result.statements
+    recorded = rows(
+        settings.database_url,
+        "SELECT org_id, status, server_reply, message_id FROM email_delivery",
+    )
+    assert len(recorded) == len(statement.emails) > 0
+    assert result.email_outcomes == {"failed": 1}
+    for org_id, status, reply, message_id in recorded:
+        retryable = status == "pending"
+        assert (status, reply, retryable) == ("failed", "554 5.7.0 Rejected by policy", False)
+        assert org_id == "org-0001"
+        assert message_id == statement_message_id(statement)
+    assert again.messages == 0
+    assert smtp_server.recorder.data_commands == 1
 
 
 @pytest.mark.parametrize("raw_server", ["drop"], indirect=True)

@@ -6,6 +6,7 @@ import logging
 import shutil
 import ssl
 import subprocess
+from contextlib import closing
 from dataclasses import replace
 from email import message_from_bytes, policy
 from email.message import EmailMessage
@@ -20,16 +21,16 @@ from pydantic import SecretStr
 from billing.addresses import SmtpServer, parse_smtp_url
 from billing.cli.app import main
 from billing.config import Settings
-from billing.email.messages import (
-    SmtpEmailBackend,
-    StatementDocuments,
-    build_statement_email,
-    email_backend,
-    envelope_recipients,
+from billing.email.messages import StatementDocuments, build_statement_email, envelope_recipients
+from billing.email.smtp import (
+    RateLimiter,
+    SmtpSender,
+    SmtpTransport,
+    smtp_retry_delays,
     smtp_sender,
 )
-from billing.email.smtp import RateLimiter, SmtpSender, smtp_retry_delays
-from billing.errors import ConfigError, DeliveryError
+from billing.email.transports import open_transport
+from billing.errors import ConfigError
 from billing.statements.pdf import template_environment
 from tests.support.factories import charge, statement
 from tests.support.processes import free_port
@@ -344,7 +345,7 @@ def test_bcc_from_the_environment_is_a_comma_list(monkeypatch: pytest.MonkeyPatc
     )
 
 
-# --- the smtp backend of BILLING_EMAIL_BACKEND ---------------------------------------------
+# --- the smtp transport of BILLING_EMAIL_BACKEND (what the outbox sender uses) -------------
 
 
 def smtp_settings(port: int, **values: Any) -> Settings:
@@ -362,32 +363,14 @@ def test_smtp_backend_sends_with_finance_in_the_envelope(
     smtp_server: RunningServer, tmp_path: Path
 ) -> None:
     settings = smtp_settings(smtp_server.port)
-    backend = email_backend("smtp", tmp_path, settings=settings)
-    assert isinstance(backend, SmtpEmailBackend)
-    with backend:
-        outcome = backend.send(statement_message(), "org-0001")
-    assert outcome == "smtp 250 2.0.0 Ok: queued as Q1"
+    transport = open_transport(settings, tmp_path)
+    assert isinstance(transport, SmtpTransport)
+    with closing(transport):
+        result = transport.deliver(statement_message(), "org-0001")
+    assert (result.status, result.reply) == ("sent", "250 2.0.0 Ok: queued as Q1")
     [received] = smtp_server.recorder.messages
     assert received.rcpt_tos[-1] == FINANCE
     assert parsed(received)["Bcc"] is None
-
-
-def test_smtp_backend_raises_a_delivery_error_naming_org_and_message(
-    smtp_server: RunningServer,
-) -> None:
-    smtp_server.recorder.data_replies.append("554 5.7.0 Rejected by policy")
-    message = statement_message()
-    backend = SmtpEmailBackend(smtp_sender(smtp_settings(smtp_server.port)))
-    with backend, pytest.raises(DeliveryError) as raised:
-        backend.send(message, "org-0001")
-    error = raised.value
-    assert (error.status, error.reply, error.retryable) == (
-        "failed",
-        "554 5.7.0 Rejected by policy",
-        False,
-    )
-    assert "org org-0001" in str(error)
-    assert str(message["Message-ID"]) in str(error)
 
 
 # --- (g) STARTTLS, implicit TLS and credentials, with a throwaway certificate --------------

@@ -13,13 +13,9 @@ from jinja2 import DictLoader, Environment
 
 from billing.addresses import SmtpServer
 from billing.catalog import load_org_directory
-from billing.email.messages import (
-    FileEmailBackend,
-    StatementDocuments,
-    build_statement_email,
-    envelope_recipients,
-)
+from billing.email.messages import StatementDocuments, build_statement_email, envelope_recipients
 from billing.email.smtp import SmtpSender
+from billing.email.transports import FileTransport
 from billing.errors import ConfigError
 from billing.statements.pdf import template_environment
 from tests.support.factories import statement
@@ -165,7 +161,9 @@ def test_the_message_id_is_derived_from_invoice_and_org() -> None:
 
 def test_the_file_backend_still_writes_the_message(tmp_path: Path) -> None:
     message = build_statement_email(documents(), NAMED_SUBJECT, SENDER, "MKA1, Inc.", "en_US")
-    written = Path(FileEmailBackend(tmp_path).send(message, "org-0001"))
+    result = FileTransport(tmp_path).deliver(message, "org-0001")
+    assert result.status == "sent"
+    written = Path(result.reply)
     parsed = message_from_bytes(written.read_bytes())
     assert parsed["To"] == ", ".join(ORG_EMAILS)  # what the close test reads
     assert parsed["From"] == SENDER
