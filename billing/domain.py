@@ -8,6 +8,8 @@ from datetime import date, datetime
 from decimal import Decimal
 from fractions import Fraction
 
+from billing.states import InvoiceStatus
+
 MS_PER_HOUR = 3_600_000
 MIB_PER_GIB = 1024
 BYTES_PER_GIB = 2**30
@@ -243,7 +245,7 @@ class InvoiceSummary:
 
     @property
     def draft(self) -> bool:
-        return self.status == "draft"
+        return self.status == InvoiceStatus.DRAFT
 
 
 @dataclass(frozen=True, slots=True)
@@ -320,7 +322,7 @@ class Statement:
     due_at: datetime | None = None
     daily_usage: tuple[DailyUsage, ...] = ()
     draft: bool = False
-    status: str = "finalized"
+    status: str = InvoiceStatus.FINALIZED
 
 
 @dataclass(frozen=True, slots=True)

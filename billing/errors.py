@@ -11,8 +11,9 @@
     │   ├── UsageContractError      a page does not match the contract (names page and field)
     │   └── IncompleteUsage         grouped usage does not add up to the per-org totals
     ├── StorageError                the database refused a write or is behind on migrations
+    ├── PeriodBusy                  a run cannot start: another run holds the period's lock
+    ├── InvoiceStateError           the invoice's state does not allow the action (void a draft)
     └── OutputError                 a statement or email could not be written
-        └── DeliveryError           an email was refused, not handed over, or its fate is unknown
 
 Anything else is a bug and keeps its traceback.
 """
@@ -64,23 +65,17 @@ class StorageError(BillingError):
     """The database could not store the close."""
 
 
+class PeriodBusy(BillingError):
+    """Another process holds the period: it is being closed, finalized or re-rated."""
+
+
+class InvoiceStateError(BillingError):
+    """The invoice is not in a state that allows what was asked (finalized ones never change)."""
+
+
 class OutputError(BillingError):
     """A statement, report or email file could not be written."""
 
 
 class IncompleteUsage(UsageError):
     """The grouped usage does not add up to the per-org totals: nothing was billed."""
-
-
-class DeliveryError(OutputError):
-    """An email was not delivered; `status` is "failed", "retry" or "unknown" (billing.email.smtp).
-
-    Only "retry" is retryable: after "unknown" the message may have arrived, so a person checks
-    the mail log before anything is sent again.
-    """
-
-    def __init__(self, message: str, *, status: str, reply: str = "") -> None:
-        super().__init__(message)
-        self.status = status
-        self.reply = reply
-        self.retryable = status == "retry"

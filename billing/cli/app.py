@@ -1,4 +1,6 @@
-"""The `billing` command: close a month, serve the usage emulator, run the demo, migrate."""
+"""The `billing` command and its entry point `main`: close, re-rate and finalize a month, quote
+an org, check rate cards, re-render statements, migrate the database, serve the usage emulator,
+run the demo; the ledger commands (invoices, runs, email, void) come from billing.cli.ledger."""
 
 from __future__ import annotations
 
@@ -18,16 +20,11 @@ from billing.catalog import check_catalog, load_rate_cards
 from billing.cli.console import err, load_settings, out, progress
 from billing.cli.ledger import email_app, invoices_app, runs_app, void_command
 from billing.close.distributed import RunProgress
-from billing.close.inline import (
-    close_period,
-    finalize_period,
-    open_database,
-    quote_org,
-    rerate_period,
-)
+from billing.close.inline import close_period, finalize_period, quote_org, rerate_period
 from billing.close.publish import CloseResult, render_statements
 from billing.close.steps import CloseOptions, totals_by_currency
 from billing.config import Settings
+from billing.db.engine import open_ledger
 from billing.errors import BillingError, ConfigError
 from billing.money import minor_to_decimal, round_quantity
 from billing.periods import BillingPeriod
@@ -386,8 +383,7 @@ def quote(
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Apply every pending migration to BILLING_DATABASE_URL."""
-    settings = load_settings(auto_migrate=True)
-    open_database(settings).dispose()
+    open_ledger(load_settings(), migrate=True).dispose()
     out.print("database is at the newest schema")
 
 

@@ -1,4 +1,5 @@
-"""The ledger commands: `billing invoices`, `billing runs`, `billing email`, `billing void`."""
+"""The ledger commands, added to `billing` by billing.cli.app: `billing invoices list|show`,
+`billing runs list|show|sweep`, `billing email status|send|resend` and `billing void`."""
 
 from __future__ import annotations
 
@@ -16,13 +17,14 @@ from billing.finance.emails import email_status, resend, send_pending
 from billing.finance.invoices import invoice_detail, list_invoices, list_runs, run_detail, void
 from billing.periods import BillingPeriod
 from billing.statements import formatting
+from billing.states import DeliveryStatus, InvoiceStatus
 
 invoices_app = typer.Typer(help="List and inspect invoices.", no_args_is_help=True)
 runs_app = typer.Typer(
     help="List and inspect billing runs (the audit trail).", no_args_is_help=True
 )
 
-STATES = ("draft", "finalized", "sent", "void")
+STATES = tuple(InvoiceStatus)
 
 
 @invoices_app.command("list")
@@ -254,7 +256,7 @@ def email_status_command(
         )
     out.print(table)
     out.print(", ".join(f"{n} {state}" for state, n in sorted(counts.items())) or "no deliveries")
-    if counts["unknown"]:
+    if counts[DeliveryStatus.UNKNOWN]:
         out.print(
             "[yellow]unknown: the server may have these; check its log for the Message-ID, "
             "then billing email resend INVOICE --to ADDR if it never arrived[/yellow]"

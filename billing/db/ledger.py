@@ -26,16 +26,12 @@ from billing.db.tables import (
     InvoiceNumberSequence,
 )
 from billing.domain import RatedInvoice
-from billing.errors import BillingError
+from billing.errors import InvoiceStateError
 from billing.money import minor_to_decimal, round_quantity
 from billing.periods import BillingPeriod
+from billing.states import InvoiceStatus
 
-DRAFT, FINALIZED, SENT, VOID = "draft", "finalized", "sent", "void"
-ISSUED = (FINALIZED, SENT)
-
-
-class InvoiceStateError(BillingError):
-    """The invoice is not in a state that allows what was asked (finalized ones never change)."""
+ISSUED = (InvoiceStatus.FINALIZED, InvoiceStatus.SENT)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,13 +67,17 @@ def store_period(
     `reissue`, the original is voided and a replacement drafted)."""
     live = (
         session.execute(
-            select(Invoice).where(_in_period(period, org_scope), col(Invoice.status) != VOID)
+            select(Invoice).where(
+                _in_period(period, org_scope), col(Invoice.status) != InvoiceStatus.VOID
+            )
         )
         .scalars()
         .all()
     )
     issued = {invoice.org_id: invoice for invoice in live if invoice.status in ISSUED}
-    delete_drafts(session, [invoice.id for invoice in live if invoice.status == DRAFT])
+    delete_drafts(
+        session, [invoice.id for invoice in live if invoice.status == InvoiceStatus.DRAFT]
+    )
 
     rated_by_org = {invoice.org.org_id: invoice for invoice in rated}
     to_draft: list[tuple[RatedInvoice, int | None]] = []
@@ -138,7 +138,9 @@ def delete_drafts(session: Session, invoice_ids: Sequence[int | None]) -> None:
         for child in (InvoiceDailyUsage, InvoiceLine, InvoiceCharge):
             session.execute(delete(child).where(col(child.invoice_id).in_(chunk)))
         session.execute(
-            delete(Invoice).where(col(Invoice.id).in_(chunk), col(Invoice.status) == DRAFT)
+            delete(Invoice).where(
+                col(Invoice.id).in_(chunk), col(Invoice.status) == InvoiceStatus.DRAFT
+            )
         )
 
 
@@ -162,7 +164,7 @@ def insert_drafts(
         (
             run_id,
             None,
-            DRAFT,
+            InvoiceStatus.DRAFT,
             invoice.org.org_id,
             invoice.org.name,
             ", ".join(invoice.org.emails),
@@ -373,7 +375,7 @@ def record_corrections(
         select(col(Invoice.id)).where(
             col(Invoice.org_id) == original.org_id,
             col(Invoice.period) == str(target),
-            col(Invoice.status) == DRAFT,
+            col(Invoice.status) == InvoiceStatus.DRAFT,
         )
     ).scalar_one_or_none()
     if draft is not None:
@@ -397,7 +399,7 @@ def attach_corrections(session: Session, invoice_id: int) -> None:
     """(Re)write a draft's correction charges from the corrections waiting for its period, and
     its total from all its charges."""
     invoice = session.get(Invoice, invoice_id)
-    if invoice is None or invoice.status != DRAFT:
+    if invoice is None or invoice.status != InvoiceStatus.DRAFT:
         raise InvoiceStateError(f"invoice {invoice_id} is not a draft; corrections go on drafts")
     for child in (InvoiceLine, InvoiceCharge):
         session.execute(
@@ -499,7 +501,7 @@ def finalize_drafts(
     """Finalize a period's drafts: number them (gapless per year, in org order) and freeze
     them; corrections they carry count as billed, and each contact gets a pending delivery in
     the outbox. Drafts are read and written in batches of plain rows, not ORM objects."""
-    in_scope = _in_period(period, org_scope) & (col(Invoice.status) == DRAFT)
+    in_scope = _in_period(period, org_scope) & (col(Invoice.status) == InvoiceStatus.DRAFT)
     waiting = pending_correction_orgs(session, period, org_scope)
     carrying = session.execute(
         select(col(InvoiceCharge.invoice_id))
@@ -562,7 +564,7 @@ def _number_and_freeze(
         .where(invoices.c.id == bindparam("draft_id"))
         .values(
             number=bindparam("given_number"),
-            status=FINALIZED,
+            status=InvoiceStatus.FINALIZED,
             issued_at=now,
             finalized_at=now,
             due_at=due,
@@ -628,7 +630,7 @@ def void_invoice(session: Session, invoice: Invoice, reason: str, now: datetime)
             f"{invoice.status}; only finalized or sent invoices can be voided"
             + (
                 f" (re-run billing close --period {invoice.period})"
-                if invoice.status == DRAFT
+                if invoice.status == InvoiceStatus.DRAFT
                 else ""
             )
         )
@@ -659,7 +661,7 @@ def void_invoice(session: Session, invoice: Invoice, reason: str, now: datetime)
         .where(col(InvoiceCorrection.applied_invoice_id) == invoice.id)
         .values(applied_invoice_id=None)
     )
-    invoice.status = VOID
+    invoice.status = InvoiceStatus.VOID
     invoice.voided_at = now
     invoice.void_reason = reason.strip()
     session.flush()

@@ -18,13 +18,9 @@ from sqlalchemy import Engine, text
 from sqlmodel import Session
 
 from billing.db.repository import describe_running_run, interrupt_running_runs
-from billing.errors import BillingError
+from billing.errors import PeriodBusy
 
 POLL_SECONDS = 0.2  # float-ok: a sleep between lock attempts
-
-
-class PeriodBusy(BillingError):
-    """Another process holds the period: it is being closed, finalized or re-rated."""
 
 
 def _advisory_key(name: str) -> int:

@@ -11,6 +11,7 @@ from billing.db.repository import statements_for
 from billing.db.tables import Invoice
 from billing.domain import InvoiceSummary, OrgTotal, Statement
 from billing.periods import BillingPeriod
+from billing.states import InvoiceStatus
 
 # Statements read per query: big enough to keep queries few, small enough that memory is flat.
 STATEMENT_BATCH = 100
@@ -20,7 +21,7 @@ def live_invoice_ids(session: Session, period: BillingPeriod) -> list[int]:
     """The ids of a period's live (not void) invoices, in org-id order."""
     query = (
         select(col(Invoice.id))
-        .where(col(Invoice.period) == str(period), col(Invoice.status) != "void")
+        .where(col(Invoice.period) == str(period), col(Invoice.status) != InvoiceStatus.VOID)
         .order_by(col(Invoice.org_id))
     )
     return [invoice_id for invoice_id in session.execute(query).scalars() if invoice_id]
@@ -54,7 +55,7 @@ def period_org_totals(session: Session, period: BillingPeriod) -> list[OrgTotal]
         select(
             col(Invoice.org_id), col(Invoice.org_name), col(Invoice.currency), col(Invoice.total)
         )
-        .where(col(Invoice.period) == str(period), col(Invoice.status) != "void")
+        .where(col(Invoice.period) == str(period), col(Invoice.status) != InvoiceStatus.VOID)
         .order_by(col(Invoice.org_id))
     )
     return [OrgTotal(*row) for row in session.execute(query)]
@@ -72,7 +73,7 @@ def invoice_summaries(session: Session, period: BillingPeriod) -> list[InvoiceSu
             col(Invoice.total),
             col(Invoice.contact_emails),
         )
-        .where(col(Invoice.period) == str(period), col(Invoice.status) != "void")
+        .where(col(Invoice.period) == str(period), col(Invoice.status) != InvoiceStatus.VOID)
         .order_by(col(Invoice.org_id))
     )
     return [

@@ -27,6 +27,7 @@ from billing.domain import (
     StatementLine,
 )
 from billing.periods import BillingPeriod
+from billing.states import InvoiceStatus, RunStatus
 
 
 def start_run(
@@ -46,7 +47,7 @@ def start_run(
     """Record that a run has begun; committed at once so a failure is still on record."""
     run = BillingRun(
         period=str(period),
-        status="running",
+        status=RunStatus.RUNNING,
         trigger=trigger,
         operation=operation,
         started_by=started_by,
@@ -68,7 +69,7 @@ def start_run(
 class RunOutcome:
     """How far a run got; filled in stage by stage and written when the run ends."""
 
-    status: str = "running"
+    status: str = RunStatus.RUNNING
     pages_fetched: int = 0
     report: RatingReport | None = None
     invoice_count: int = 0
@@ -93,7 +94,7 @@ def running_runs(session: Session, period: str) -> list[BillingRun]:
     return list(
         session.execute(
             select(BillingRun)
-            .where(col(BillingRun.period) == period, col(BillingRun.status) == "running")
+            .where(col(BillingRun.period) == period, col(BillingRun.status) == RunStatus.RUNNING)
             .order_by(col(BillingRun.id))
         )
         .scalars()
@@ -132,7 +133,7 @@ def interrupt_running_runs(session: Session, period: str, now: datetime) -> list
             update(BillingRun)
             .where(col(BillingRun.id).in_(ids))
             .values(
-                status="interrupted",
+                status=RunStatus.INTERRUPTED,
                 finished_at=now,
                 error="the process stopped before the run finished; a later run took over",
             )
@@ -208,7 +209,9 @@ def load_statements(
 ) -> list[Statement]:
     """Read a period's live (not void) invoices back as statements: four queries whatever the
     count, no N+1."""
-    query = select(Invoice).where(col(Invoice.period) == str(period), col(Invoice.status) != "void")
+    query = select(Invoice).where(
+        col(Invoice.period) == str(period), col(Invoice.status) != InvoiceStatus.VOID
+    )
     if org_id is not None:
         query = query.where(col(Invoice.org_id) == org_id)
     invoices = session.execute(query.order_by(col(Invoice.org_id))).scalars().all()
@@ -245,7 +248,7 @@ def statements_for(
             billing_address=invoice.billing_address,
             due_at=invoice.due_at,
             daily_usage=tuple(daily[invoice.id or 0]),
-            draft=invoice.status == "draft",
+            draft=invoice.status == InvoiceStatus.DRAFT,
             status=invoice.status,
         )
         for invoice in invoices

@@ -13,9 +13,7 @@ from sqlalchemy import insert, select, update
 from sqlmodel import Session, col
 
 from billing.db.tables import BillingRun, RunTask
-
-QUEUED, RUNNING, DONE, FAILED, PARKED = "queued", "running", "done", "failed", "parked"
-FETCH, RATE, RENDER, EMAIL, REPORT = "fetch", "rate", "render", "email", "report"
+from billing.states import RunStatus, UnitStatus
 
 
 def add_units(
@@ -36,7 +34,7 @@ def add_units(
             "run_id": run_id,
             "stage": stage,
             "unit": unit,
-            "status": QUEUED,
+            "status": UnitStatus.QUEUED,
             "attempts": 0,
             "payload": json.dumps(payload),
             "updated_at": now,
@@ -67,19 +65,24 @@ def begin_unit(
     ).scalar_one_or_none()
     if task is None:
         task = RunTask(
-            run_id=run_id, stage=stage, unit=unit, status=QUEUED, payload="null", updated_at=now
+            run_id=run_id,
+            stage=stage,
+            unit=unit,
+            status=UnitStatus.QUEUED,
+            payload="null",
+            updated_at=now,
         )
         session.add(task)
-    if task.status in (DONE, PARKED, FAILED):
+    if task.status in (UnitStatus.DONE, UnitStatus.PARKED, UnitStatus.FAILED):
         return None
     task.attempts += 1
     task.updated_at = now
     if task.attempts > cap:
-        task.status = PARKED
+        task.status = UnitStatus.PARKED
         task.error = f"parked after {task.attempts - 1} deliveries (cap {cap}): a poison task?"
         session.flush()
         return None
-    task.status = RUNNING
+    task.status = UnitStatus.RUNNING
     session.flush()
     return task
 
@@ -102,7 +105,7 @@ def finish_unit(
             col(RunTask.unit) == unit,
         )
         .values(
-            status=FAILED if error else DONE,
+            status=UnitStatus.FAILED if error else UnitStatus.DONE,
             result=json.dumps(result) if result is not None else None,
             error=error,
             updated_at=now,
@@ -127,7 +130,7 @@ def undone_units(session: Session, run_id: int, stage: str) -> list[RunTask]:
             .where(
                 col(RunTask.run_id) == run_id,
                 col(RunTask.stage) == stage,
-                col(RunTask.status).in_((QUEUED, RUNNING)),
+                col(RunTask.status).in_((UnitStatus.QUEUED, UnitStatus.RUNNING)),
             )
             .order_by(col(RunTask.id))
         )
@@ -154,7 +157,7 @@ def stalled_runs(session: Session, before: datetime) -> list[int]:
     return list(
         session.execute(
             select(col(BillingRun.id)).where(
-                col(BillingRun.status) == "running",
+                col(BillingRun.status) == RunStatus.RUNNING,
                 col(BillingRun.mode) == "distributed",
                 col(BillingRun.heartbeat_at) < before,
             )

@@ -12,6 +12,7 @@ from sqlmodel import Session, col
 from billing.db.bulk import copy_rows
 from billing.db.tables import BillingRun, UsageSnapshotRow
 from billing.domain import UsageRecord
+from billing.states import RunStatus
 
 _RECORD_FIELDS = tuple(field.name for field in dataclasses.fields(UsageRecord))
 
@@ -54,7 +55,7 @@ def latest_snapshot_run(session: Session, period: str) -> BillingRun | None:
     query = (
         select(BillingRun)
         .where(col(BillingRun.period) == period)
-        .where(col(BillingRun.status) == "succeeded")
+        .where(col(BillingRun.status) == RunStatus.SUCCEEDED)
         .where(col(BillingRun.rerated_from_run_id).is_(None))
         .where(col(BillingRun.usage_checksum).is_not(None))
         .order_by(col(BillingRun.id).desc())

@@ -9,13 +9,14 @@ from sqlalchemy import BigInteger, Column, ForeignKey, Index, Integer, Text, Uni
 from sqlmodel import Field, SQLModel
 
 from billing.db.types import ExactDecimal, UTCDateTime
+from billing.states import DeliveryKind, DeliveryStatus, InvoiceStatus, RunStatus
 
 
 def _exact() -> Column[Decimal]:
     return Column(ExactDecimal(), nullable=False)
 
 
-RUNNING_RUN = text("status = 'running'")
+RUNNING_RUN = text(f"status = '{RunStatus.RUNNING}'")
 
 
 class BillingRun(SQLModel, table=True):
@@ -104,7 +105,7 @@ class UsageSnapshotRow(SQLModel, table=True):
     oom_killed_count: int = Field(sa_column=_count())
 
 
-LIVE_INVOICE = text("status <> 'void'")
+LIVE_INVOICE = text(f"status <> '{InvoiceStatus.VOID}'")
 
 
 def _reference_index(name: str, column: str) -> Index:
@@ -133,7 +134,9 @@ class Invoice(SQLModel, table=True):
     run_id: int = Field(sa_column=Column(Integer, ForeignKey("billing_run.id"), nullable=False))
     number: str | None = Field(default=None, max_length=32, unique=True)
     status: str = Field(
-        default="draft", max_length=16, sa_column_kwargs={"server_default": "draft"}
+        default=InvoiceStatus.DRAFT,
+        max_length=16,
+        sa_column_kwargs={"server_default": InvoiceStatus.DRAFT.value},
     )
     org_id: str = Field(max_length=255, index=True)
     org_name: str = Field(max_length=500)
@@ -275,7 +278,7 @@ class InvoiceNumberSequence(SQLModel, table=True):
     last_number: int = 0
 
 
-STATEMENT_DELIVERY = text("kind = 'statement'")
+STATEMENT_DELIVERY = text(f"kind = '{DeliveryKind.STATEMENT}'")
 
 
 class EmailDelivery(SQLModel, table=True):
@@ -304,8 +307,8 @@ class EmailDelivery(SQLModel, table=True):
     org_id: str = Field(max_length=255)
     period: str = Field(max_length=7)
     recipient: str = Field(max_length=320)
-    kind: str = Field(default="statement", max_length=16)
-    status: str = Field(default="pending", max_length=16)
+    kind: str = Field(default=DeliveryKind.STATEMENT, max_length=16)
+    status: str = Field(default=DeliveryStatus.PENDING, max_length=16)
     attempts: int = 0
     message_id: str = Field(default="", max_length=255)
     server_reply: str | None = Field(default=None, sa_column=Column(Text))

@@ -8,24 +8,20 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 
-from sqlalchemy import Engine, func, or_, select
+from sqlalchemy import func, or_, select
 from sqlmodel import Session, col
 
 from billing.close.publish import render_statements
 from billing.config import Settings
-from billing.db.engine import ledger_engine
-from billing.db.ledger import InvoiceStateError, void_invoice
+from billing.db.engine import ledger
+from billing.db.ledger import void_invoice
 from billing.db.locks import hold_period, write_transaction
 from billing.db.repository import load_statements
 from billing.db.tables import BillingRun, Invoice, InvoiceCorrection, InvoiceLine
 from billing.domain import Statement
-from billing.errors import BillingError
+from billing.errors import BillingError, InvoiceStateError
 from billing.periods import BillingPeriod
 from billing.statements.files import period_folder, safe_stem
-
-
-def _engine(settings: Settings) -> Engine:
-    return ledger_engine(settings.database_url, migrate=settings.auto_migrate)
 
 
 @dataclass(frozen=True)
@@ -52,8 +48,7 @@ def list_invoices(
     org_id: str | None = None,
 ) -> list[InvoiceRow]:
     """Invoices, newest period first, filtered by period, state or org."""
-    engine = _engine(settings)
-    try:
+    with ledger(settings) as engine:
         lines = (
             select(col(InvoiceLine.invoice_id), func.count().label("n"))
             .group_by(col(InvoiceLine.invoice_id))
@@ -85,8 +80,6 @@ def list_invoices(
                 )
                 for invoice, count in session.execute(query)
             ]
-    finally:
-        engine.dispose()
 
 
 @dataclass(frozen=True)
@@ -128,55 +121,49 @@ def _find(session: Session, reference: str) -> Invoice:
 
 
 def invoice_detail(settings: Settings, reference: str) -> InvoiceDetail:
-    engine = _engine(settings)
-    try:
-        with Session(engine) as session:
-            invoice = _find(session, reference)
-            statement = next(
-                (
-                    s
-                    for s in load_statements(
-                        session, BillingPeriod.parse(invoice.period), invoice.org_id
-                    )
-                    if s.invoice_id == invoice.id
-                ),
-                None,
-            )
-            applied = Invoice.__table__.alias("applied")  # type: ignore[attr-defined]
-            fix = InvoiceCorrection
-            corrections = [
-                CorrectionRow(meter, amount, target, billed_on, run_id)
-                for meter, amount, target, billed_on, run_id in session.execute(
-                    select(
-                        col(fix.meter),
-                        func.sum(col(fix.amount)),
-                        col(fix.target_period),
-                        applied.c.number,
-                        col(fix.run_id),
-                    )
-                    .outerjoin(applied, applied.c.id == fix.applied_invoice_id)
-                    .where(col(fix.original_invoice_id) == invoice.id)
-                    .group_by(col(fix.run_id), col(fix.meter), col(fix.target_period))
-                    .group_by(applied.c.number)
-                    .order_by(col(fix.run_id), col(fix.meter))
+    with ledger(settings) as engine, Session(engine) as session:
+        invoice = _find(session, reference)
+        statement = next(
+            (
+                s
+                for s in load_statements(
+                    session, BillingPeriod.parse(invoice.period), invoice.org_id
                 )
-            ]
-            replaced_by = session.execute(
-                select(col(Invoice.number)).where(col(Invoice.replaces_invoice_id) == invoice.id)
-            ).scalar_one_or_none()
-            replaces = (
-                session.execute(
-                    select(col(Invoice.number)).where(
-                        col(Invoice.id) == invoice.replaces_invoice_id
-                    )
-                ).scalar_one_or_none()
-                if invoice.replaces_invoice_id is not None
-                else None
+                if s.invoice_id == invoice.id
+            ),
+            None,
+        )
+        applied = Invoice.__table__.alias("applied")  # type: ignore[attr-defined]
+        fix = InvoiceCorrection
+        corrections = [
+            CorrectionRow(meter, amount, target, billed_on, run_id)
+            for meter, amount, target, billed_on, run_id in session.execute(
+                select(
+                    col(fix.meter),
+                    func.sum(col(fix.amount)),
+                    col(fix.target_period),
+                    applied.c.number,
+                    col(fix.run_id),
+                )
+                .outerjoin(applied, applied.c.id == fix.applied_invoice_id)
+                .where(col(fix.original_invoice_id) == invoice.id)
+                .group_by(col(fix.run_id), col(fix.meter), col(fix.target_period))
+                .group_by(applied.c.number)
+                .order_by(col(fix.run_id), col(fix.meter))
             )
-            session.expunge(invoice)
-            return InvoiceDetail(invoice, statement, corrections, replaced_by, replaces)
-    finally:
-        engine.dispose()
+        ]
+        replaced_by = session.execute(
+            select(col(Invoice.number)).where(col(Invoice.replaces_invoice_id) == invoice.id)
+        ).scalar_one_or_none()
+        replaces = (
+            session.execute(
+                select(col(Invoice.number)).where(col(Invoice.id) == invoice.replaces_invoice_id)
+            ).scalar_one_or_none()
+            if invoice.replaces_invoice_id is not None
+            else None
+        )
+        session.expunge(invoice)
+        return InvoiceDetail(invoice, statement, corrections, replaced_by, replaces)
 
 
 def void(
@@ -191,8 +178,7 @@ def void(
     """Void a finalized or sent invoice, with a reason; its period is open again."""
     if not reason.strip():
         raise InvoiceStateError("a void needs a reason: pass --reason TEXT")
-    engine = _engine(settings)
-    try:
+    with ledger(settings) as engine:
         with Session(engine) as session:
             period = _find(session, reference).period
         with (
@@ -203,8 +189,6 @@ def void(
             void_invoice(session, invoice, reason, now())
             session.flush()
             session.expunge(invoice)
-    finally:
-        engine.dispose()
     _withdraw_statement_files(settings, invoice, progress)
     return invoice
 
@@ -237,8 +221,7 @@ class RunDetail:
 def list_runs(
     settings: Settings, *, period: BillingPeriod | None = None, limit: int = 20
 ) -> list[BillingRun]:
-    engine = _engine(settings)
-    try:
+    with ledger(settings) as engine:
         query = select(BillingRun).order_by(col(BillingRun.id).desc()).limit(limit)
         if period is not None:
             query = query.where(col(BillingRun.period) == str(period))
@@ -246,13 +229,10 @@ def list_runs(
             runs = list(session.execute(query).scalars().all())
             session.expunge_all()
             return runs
-    finally:
-        engine.dispose()
 
 
 def run_detail(settings: Settings, run_id: int) -> RunDetail:
-    engine = _engine(settings)
-    try:
+    with ledger(settings) as engine:
         with Session(engine) as session:
             run = session.get(BillingRun, run_id)
             if run is None:
@@ -268,5 +248,3 @@ def run_detail(settings: Settings, run_id: int) -> RunDetail:
             org_outcomes=json.loads(run.org_outcomes or "[]"),
             invoices=int(invoices),
         )
-    finally:
-        engine.dispose()

@@ -19,12 +19,19 @@ from billing.close.inline import close_period, finalize_period, rerate_period
 from billing.close.steps import CloseOptions
 from billing.config import Settings
 from billing.db.engine import make_engine, normalise_url
-from billing.db.ledger import InvoiceStateError, attach_corrections, void_invoice
+from billing.db.ledger import attach_corrections, void_invoice
 from billing.db.tables import Invoice
+from billing.errors import InvoiceStateError
 from billing.finance.invoices import invoice_detail, list_invoices, run_detail, void
 from billing.periods import BillingPeriod
 from billing.usage.emulator import running_emulator
-from tests.support.agreement import assert_period_agrees, count, database_totals, query_one
+from tests.support.agreement import (
+    assert_period_agrees,
+    count,
+    database_totals,
+    query_one,
+    rows,
+)
 from tests.support.reference import cards_need_session_kind, expected_totals, fetch_raw_results
 
 OCTOBER = BillingPeriod.parse("2026-10")
@@ -62,14 +69,6 @@ def reference_totals(base_url: str, period: BillingPeriod) -> dict[str, Decimal]
         by_session_kind=cards_need_session_kind(EXAMPLES / "ratecards"),
     )
     return expected_totals(raw, EXAMPLES / "ratecards", EXAMPLES / "orgs.yaml", period.first_day)
-
-
-def rows(database_url: str, sql: str) -> list[tuple[object, ...]]:
-    engine = create_engine(normalise_url(database_url))
-    with engine.connect() as connection:
-        result = [tuple(row) for row in connection.execute(text(sql))]
-    engine.dispose()
-    return result
 
 
 def ledger_image(database_url: str) -> list[tuple[object, ...]]:

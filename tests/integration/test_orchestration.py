@@ -17,11 +17,10 @@ from billing.close import distributed
 from billing.close.distributed import Work
 from billing.close.inline import close_period
 from billing.config import Settings
-from billing.db.locks import PeriodBusy
+from billing.errors import PeriodBusy
 from billing.periods import BillingPeriod
 from billing.usage.emulator import running_emulator
-from tests.integration.test_ledger import rows
-from tests.support.agreement import assert_period_agrees, database_totals
+from tests.support.agreement import assert_period_agrees, database_totals, rows
 from workers.celery_app import beat_schedule
 
 OCTOBER = BillingPeriod.parse("2026-10")
