@@ -1,4 +1,5 @@
-# The two commands of the README: `make demo` and `make test`. Everything they need installs here.
+# The README's commands: `make demo`, `make test` (every test layer), `make test-unit` (the fast
+# layer, tests/unit, alone). Everything they need installs here.
 SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3.12 || command -v python3)
 UV_VERSION := 0.13.9
@@ -6,18 +7,25 @@ UV := .tools/bin/uv
 VENV := .venv
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
+# pytest-xdist worker processes for the test targets (0: one process); `--dist loadgroup` keeps the
+# tests that share a Redis database on one worker (xdist_group marks)
+TEST_WORKERS ?= 2
+PYTEST_PARALLEL := -n $(TEST_WORKERS) --dist loadgroup
 
-.PHONY: demo test install system-deps test-system-deps services lint format check bench bench-rating bench-memory bench-close bench-workers bench-scale clean
+.PHONY: demo test test-unit install system-deps test-system-deps services lint format check bench bench-rating bench-memory bench-close bench-workers bench-scale clean
 
 demo: install  ## install, then close last month against the built-in emulator (SQLite, files)
 	$(VENV)/bin/billing demo
 
-test: install test-system-deps services  ## install, start PostgreSQL and Redis if needed, lint, run every test
+test: install test-system-deps services  ## install, start PostgreSQL and Redis if needed, lint, run every test (tests/unit, tests/integration, tests/e2e)
 	$(MAKE) --no-print-directory check
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest $(PYTEST_PARALLEL) tests
+
+test-unit: install test-system-deps  ## the fast layer alone: tests/unit (no database, no network, no services started)
+	$(VENV)/bin/pytest $(PYTEST_PARALLEL) tests/unit
 
 install: system-deps $(UV)  ## the locked dependencies into .venv
-	$(UV) sync --frozen --python "$(PYTHON)"
+	$(UV) sync --frozen --python "$$("$(PYTHON)" -c 'import sys; print(sys.executable)')"
 
 $(UV):
 	"$(PYTHON)" -m venv .tools

@@ -16,8 +16,23 @@ from billing.config import Settings
 
 pytest_plugins = ["tests.support.smtp_servers"]  # the smtp_server and raw_server fixtures
 
+TESTS = Path(__file__).resolve().parent
+LAYERS = ("unit", "integration", "e2e")  # the folders under tests/, each one marker
+
 PG_HOST = os.environ.get("BILLING_TEST_PG_HOST", "127.0.0.1")
 PG_PORT = int(os.environ.get("BILLING_TEST_PG_PORT", "5432"))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Each test gets the marker of its layer's folder: `-m unit`, `-m "not e2e"` select by it."""
+    for item in items:
+        path = Path(str(item.path)).resolve()
+        if TESTS not in path.parents:
+            continue
+        layer = path.relative_to(TESTS).parts[0]
+        if layer not in LAYERS:
+            raise pytest.UsageError(f"{item.nodeid}: tests live in tests/{{{','.join(LAYERS)}}}/")
+        item.add_marker(layer)
 
 
 def _pg_admin_user() -> str:

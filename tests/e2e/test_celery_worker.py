@@ -18,12 +18,12 @@ import redis
 
 from billing.periods import BillingPeriod
 from billing.usage.emulator import running_emulator
-from tests.integration.test_ledger import rows
-from tests.support.agreement import assert_period_agrees
+from tests.support.agreement import assert_period_agrees, rows
 from tests.support.processes import BIN, free_port, run_billing, start_billing
 from tests.support.smtp_servers import RunningServer
 
-pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
+# One pytest-xdist worker runs this module (`--dist loadgroup`): its tests share Redis database 13.
+pytestmark = [pytest.mark.e2e, pytest.mark.postgres, pytest.mark.xdist_group("redis-db-13")]
 
 REDIS_DB = 13  # this suite's own Redis database number
 PERIOD = BillingPeriod.parse("2026-10")

@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 
 from billing.periods import BillingPeriod
-from tests.integration.test_ledger import rows
-from tests.support.agreement import assert_period_agrees
+from tests.support.agreement import assert_period_agrees, rows
 from tests.support.processes import emulator_process, run_billing, start_billing, wait_for_line
 from tests.support.reference import cards_need_session_kind, expected_totals, fetch_raw_results
 
