@@ -49,7 +49,8 @@ log = logging.getLogger(__name__)
 
 USAGE_PATH = "/api/v1/sandbox/usage"
 MAX_PAGES = 100_000
-BUCKET_WIDTHS = ("1m", "1h", "1d")
+BUCKET_SECONDS = {"1m": 60, "1h": 3_600, "1d": 86_400}
+BUCKET_WIDTHS = tuple(BUCKET_SECONDS)
 BILLING_GROUP_BY = ("org_id", "api_key_id", "user_id")
 ECHOED_INPUT_CHARS = 80
 
@@ -95,6 +96,16 @@ class UsageQuery:
             group_by=group_by,
             org_ids=org_ids,
         )
+
+    def snapped_range(self) -> tuple[int, int]:
+        """What the upstream answers for: the range widened to whole UTC buckets.
+
+        The MKA1 API snaps `start_time` down and `end_time` up to the bucket width, so the
+        first and last buckets may extend beyond the requested range. A calendar month is whole
+        days, hours and minutes in UTC, so a period's range is its own snapped range.
+        """
+        width = BUCKET_SECONDS[self.bucket_width]
+        return self.start_time - self.start_time % width, self.end_time + -self.end_time % width
 
     def params(self) -> dict[str, str]:
         params = {
@@ -467,11 +478,22 @@ def _shorten(text: str, limit: int = ECHOED_INPUT_CHARS) -> str:
 def _check_bucket_in_query(
     bucket: UsageBucketModel, bucket_index: int, number: int, query: UsageQuery
 ) -> None:
-    if bucket.start_time < query.start_time or bucket.end_time > query.end_time:
+    """A bucket must overlap the requested range and lie within its snapped range.
+
+    So a first or last bucket may start before or end after the requested range by less than
+    one bucket width (the upstream's calendar alignment); it is kept whole, as the upstream
+    gives no finer split of it.
+    """
+    snapped_start, snapped_end = query.snapped_range()
+    overlaps = bucket.start_time < query.end_time and bucket.end_time > query.start_time
+    within = snapped_start <= bucket.start_time < bucket.end_time <= snapped_end
+    if not (overlaps and within):
         raise UsageContractError(
             f"usage page {number}: field data.{bucket_index}: bucket "
             f"[{bucket.start_time}, {bucket.end_time}) lies outside the requested period "
-            f"[{query.start_time}, {query.end_time})"
+            f"[{query.start_time}, {query.end_time}) (with {query.bucket_width} buckets "
+            f"aligned in UTC: [{snapped_start}, {snapped_end})); the upstream answered for "
+            "another range, report it"
         )
 
 

@@ -164,6 +164,10 @@ _Entry = tuple[int, int, tuple[GroupKey, Accumulator] | None]
 class UsageEmulator:
     """Answers usage requests like the MKA1 API: auth, validation (422), pagination.
 
+    Buckets are calendar-aligned in UTC as the MKA1 SDK documents: `start_time` is snapped down
+    and `end_time` up to the bucket width, so the first and last buckets may extend beyond the
+    requested range (with their whole bucket's usage).
+
     A FaultPlan makes it misbehave on chosen pages; a page is numbered by the offset in its
     cursor (1-based), so a retry of the same page meets the same page's faults.
     """

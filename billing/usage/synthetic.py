@@ -138,10 +138,11 @@ class SyntheticUsage:
         group_by: Sequence[str],
         org_ids: Sequence[str] | None,
     ) -> list[JsonObject]:
-        """Buckets (SandboxUsageBucket dicts with SandboxUsageResult lists) covering [start, end).
+        """Buckets (SandboxUsageBucket dicts with SandboxUsageResult lists) covering [start, end)
+        snapped outwards to whole UTC buckets (see `snapped_window`).
 
-        Raises ValueError for an unknown bucket width or dimension, an empty window, or a `1m`
-        window longer than a day. `org_ids=None` means every org.
+        Raises ValueError for an unknown bucket width or dimension, an empty window, or a window
+        of more than MAX_BUCKETS buckets. `org_ids=None` means every org.
         """
         dimensions = normalize_group_by(group_by)
         grouped = self.grouped_buckets(start_time, end_time, bucket_width, dimensions, org_ids)
@@ -158,8 +159,13 @@ class SyntheticUsage:
         dimensions: tuple[str, ...],
         org_ids: Sequence[str] | None,
     ) -> list[GroupedBucket]:
-        """The aggregated buckets, each with its (group key, accumulator) pairs sorted by key."""
+        """The aggregated buckets, each with its (group key, accumulator) pairs sorted by key.
+
+        Like the MKA1 API, the window is first snapped outwards to whole UTC buckets, so a first
+        or last bucket may extend beyond [start, end) and then holds its whole bucket's usage.
+        """
         width = window_bucket_width(start_time, end_time, bucket_width)
+        start_time, end_time = snapped_window(start_time, end_time, width)
         buckets: dict[int, dict[GroupKey, Accumulator]] = {
             bucket_start: {} for bucket_start in _bucket_starts(start_time, end_time, width)
         }
@@ -174,8 +180,8 @@ class SyntheticUsage:
                         _add_parts(groups, row, parts, dimensions)
         return [
             (
-                max(bucket_start, start_time),
-                min(bucket_start + width, end_time),
+                bucket_start,
+                bucket_start + width,
                 sorted(groups.items(), key=lambda item: _sortable(item[0])),
             )
             for bucket_start, groups in buckets.items()
@@ -207,11 +213,18 @@ def window_bucket_width(start_time: int, end_time: int, bucket_width: str) -> in
     width = BUCKET_WIDTHS[bucket_width]
     if end_time <= start_time:
         raise ValueError("end_time must be greater than start_time")
-    if width == MINUTE and end_time - start_time > DAY:
-        raise ValueError("bucket_width 1m allows a window of at most one day")
     if (end_time - start_time) // width > MAX_BUCKETS:
         raise ValueError(f"the window holds more than {MAX_BUCKETS} buckets")
     return width
+
+
+def snapped_window(start_time: int, end_time: int, width: int) -> tuple[int, int]:
+    """[start, end) widened to whole UTC buckets: start snapped down, end snapped up.
+
+    The MKA1 SDK documents this for `GET /api/v1/sandbox/usage`: buckets are calendar-aligned
+    in UTC, so the first and last buckets may extend beyond the requested range.
+    """
+    return start_time - start_time % width, end_time + -end_time % width
 
 
 def _bucket_starts(start_time: int, end_time: int, width: int) -> range:

@@ -93,19 +93,26 @@ def test_buckets_cover_the_window_including_empty_ones() -> None:
     assert {b["object"] for b in buckets} == {"bucket"}
 
 
-def test_partial_days_are_clipped_and_nest_in_hours() -> None:
+def test_a_partial_window_snaps_to_whole_utc_buckets_as_the_sdk_documents() -> None:
     usage = SyntheticUsage(3, seed=2)
-    start, end = START + 6 * HOUR, START + DAY + 5 * HOUR
+    start, end = START + 6 * HOUR + 90, START + DAY + 5 * HOUR + 30
     days = usage.results(start, end, "1d", ["org_id"], None)
-    hours = usage.results(start, end, "1h", ["org_id"], None)
     assert [(b["start_time"], b["end_time"]) for b in days] == [
-        (start, START + DAY),
-        (START + DAY, end),
+        (START, START + DAY),
+        (START + DAY, START + 2 * DAY),
     ]
-    for metric in METRICS:
-        assert sum(r[metric] for r in all_results(days)) == sum(
-            r[metric] for r in all_results(hours)
-        )
+    assert days == usage.results(START, START + 2 * DAY, "1d", ["org_id"], None)
+    hours = usage.results(start, end, "1h", ["org_id"], None)
+    assert (hours[0]["start_time"], hours[-1]["end_time"]) == (
+        START + 6 * HOUR,
+        START + DAY + 6 * HOUR,
+    )
+    assert hours == usage.results(START + 6 * HOUR, START + DAY + 6 * HOUR, "1h", ["org_id"], None)
+    minutes = usage.results(start, START + 6 * HOUR + 150, "1m", ["org_id"], None)
+    assert [(b["start_time"], b["end_time"]) for b in minutes] == [
+        (START + 6 * HOUR + 60, START + 6 * HOUR + 120),
+        (START + 6 * HOUR + 120, START + 6 * HOUR + 180),
+    ]
 
 
 def test_finest_rows_average_five_to_fifteen_per_org_per_day() -> None:
@@ -258,7 +265,7 @@ def test_handle_requires_a_bearer_token_and_the_right_path() -> None:
         ({"start_time": START, "bucket_width": "1w"}, "bucket_width"),
         ({"start_time": START, "group_by": "org_id,model"}, "group_by"),
         ({"start_time": START, "end_time": START}, "end_time"),
-        ({"start_time": START, "end_time": START + 2 * DAY, "bucket_width": "1m"}, "bucket_width"),
+        ({"start_time": START, "end_time": START + 70 * DAY, "bucket_width": "1m"}, "bucket_width"),
         ({"start_time": START, "page": "not-a-cursor"}, "page"),
         ({"start_time": START, "all_orgs": "maybe"}, "all_orgs"),
     ],
@@ -352,7 +359,8 @@ def test_pages_without_end_time_keep_the_end_of_the_first_page() -> None:
         rest = list(pages)
     assert rest
     final_end = rest[-1]["data"][-1]["end_time"]
-    assert before <= final_end <= after_first
+    assert final_end % DAY == 0  # "now" snapped up to the end of its UTC day
+    assert before <= final_end <= after_first - after_first % DAY + DAY
     assert max(b["end_time"] for page in [first, *rest] for b in page["data"]) == final_end
 
 
