@@ -14,4 +14,13 @@ COPY alembic.ini ./
 COPY examples examples
 ENV UV_PROJECT_ENVIRONMENT=/app/.venv UV_PYTHON_DOWNLOADS=never PATH=/app/.venv/bin:$PATH
 RUN uv sync --frozen --no-dev
-USER nobody
+# An unprivileged user with a fixed uid and gid (10001), owner of the statements folder. A named
+# volume mounted on /data/statements starts as a copy of this folder, owner included; a host
+# folder mounted there instead must be writable by uid 10001 (chown 10001:10001 it first).
+RUN groupadd --system --gid 10001 billing \
+ && useradd --system --uid 10001 --gid billing --home-dir /home/billing --create-home \
+    --shell /usr/sbin/nologin billing \
+ && mkdir -p /data/statements \
+ && chown billing:billing /data/statements
+ENV BILLING_OUTPUT_DIR=/data/statements
+USER billing

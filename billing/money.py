@@ -69,6 +69,22 @@ def decimal_to_minor(amount: Decimal, currency: str) -> int:
     return int(scaled)
 
 
+def format_minor(amount: Decimal, currency: str) -> str:
+    """The one text form of an amount: exactly the currency's minor-unit digits, never an
+    exponent (USD 108.37 and 0.00, JPY 1234, BHD 1.250); refuses an amount with sub-units."""
+    return format(minor_to_decimal(decimal_to_minor(amount, currency), currency), "f")
+
+
+def format_quantity(value: Decimal) -> str:
+    """The one text form of a quantity or rate: no trailing zeros, never an exponent
+    (60.4057175, 100, 0)."""
+    if not value.is_finite():
+        raise ValueError(f"{value} is not a finite quantity")
+    if value.is_zero():
+        return "0"
+    return format(value.normalize(WIDE), "f")
+
+
 QUANTITY_PLACES = 12
 
 

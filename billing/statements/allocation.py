@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError
 
 from billing.domain import Statement
 from billing.errors import ConfigError
+from billing.money import format_minor
 from billing.statements.csv_files import neutralise, to_csv
 
 UNALLOCATED = "unallocated"
@@ -185,7 +186,8 @@ def centre_totals(rows: Iterable[AllocationRow]) -> list[tuple[str, str, Decimal
 
 
 def allocation_cells(row: AllocationRow) -> tuple[str, ...]:
-    """One row of allocation.csv (ALLOCATION_COLUMNS): safe text cells, plain numbers."""
+    """One row of allocation.csv (ALLOCATION_COLUMNS): safe text cells, the cost at the
+    currency's minor unit."""
     return (
         neutralise(row.cost_centre),
         neutralise(row.org_id),
@@ -194,7 +196,7 @@ def allocation_cells(row: AllocationRow) -> tuple[str, ...]:
         neutralise(row.api_key_id),
         neutralise(row.user_id),
         neutralise(row.currency),
-        format(row.billed_cost, "f"),
+        format_minor(row.billed_cost, row.currency),
         str(row.line_items),
         row.mapped_by,
     )

@@ -10,7 +10,9 @@ from collections.abc import Iterable, Sequence
 from decimal import Decimal, InvalidOperation
 
 from billing.domain import MINIMUM_CHARGE_METER, Statement, StatementCharge
+from billing.money import format_minor, format_quantity
 from billing.statements.formatting import utc_timestamp
+from billing.states import InvoiceStatus
 
 SERVICE_NAME = "MKA1 Sandbox"
 
@@ -88,10 +90,6 @@ def neutralise(text: str | None) -> str:
     return cleaned
 
 
-def _plain(number: Decimal) -> str:
-    return format(number, "f")
-
-
 # ListUnitPrice is filled only when the charge is priced at one unit price and nothing else: the
 # pricing text is exactly "<price> / <unit>" with the line's unit (as rating's describe_pricing
 # writes it). Tiers, packages, minimums, maximums and discounts ("..., min 1.00", "less 10%")
@@ -101,14 +99,15 @@ _SINGLE_UNIT_PRICE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*([a-z_]+)\s*$")
 
 
 def list_unit_price(charge: StatementCharge | None, unit: str) -> str:
-    """The charge's single unit price as a plain number, or "" when it has no single one."""
+    """The charge's single unit price as the card writes it (stored text, so the same on every
+    database), or "" when it has no single one."""
     if charge is None:
         return ""
     match = _SINGLE_UNIT_PRICE.match(charge.pricing)
     if match is None or match.group(2) != unit:
         return ""
     try:
-        return _plain(Decimal(match.group(1)))
+        return format(Decimal(match.group(1)), "f")
     except InvalidOperation:  # pragma: no cover - the pattern only admits decimals
         return ""
 
@@ -123,7 +122,8 @@ def to_csv(header: Sequence[str], rows: Iterable[Sequence[str]]) -> bytes:
 
 
 def statement_csv(statement: Statement) -> bytes:
-    """One row per line item; BilledCost sums to the invoice total."""
+    """One row per line item; BilledCost sums to the invoice total. Amounts have exactly the
+    currency's minor-unit digits and quantities no trailing zeros, whatever the database."""
     period_start = utc_timestamp(statement.period_start)
     period_end = utc_timestamp(statement.period_end)
     charges = {charge.charge_key: charge for charge in statement.charges}
@@ -132,8 +132,8 @@ def statement_csv(statement: Statement) -> bytes:
     for line in statement.lines:
         charge = charges.get(line.charge_key)
         correction = line.charge_class == "correction"
-        amount = _plain(line.amount)
-        quantity = _plain(line.quantity)
+        amount = format_minor(line.amount, statement.currency)
+        quantity = format_quantity(line.quantity)
         rows.append(
             (
                 neutralise(statement.org_id),
@@ -163,7 +163,20 @@ def statement_csv(statement: Statement) -> bytes:
                 neutralise(charge.pricing if charge else ""),
             )
         )
-    return to_csv(STATEMENT_COLUMNS, rows)
+    extra = lifecycle_columns(statement)
+    header = (*STATEMENT_COLUMNS, *(name for name, _ in extra))
+    return to_csv(header, (row + tuple(value for _, value in extra) for row in rows))
+
+
+def lifecycle_columns(statement: Statement) -> tuple[tuple[str, str], ...]:
+    """Columns only a void invoice or a replacement has, after the others (an ordinary
+    statement's bytes stay as they were): `x_InvoiceStatus` VOID, `x_Replaces` INV-…."""
+    extra: list[tuple[str, str]] = []
+    if statement.status == InvoiceStatus.VOID:
+        extra.append(("x_InvoiceStatus", "VOID"))
+    if statement.replaces:
+        extra.append(("x_Replaces", neutralise(statement.replaces)))
+    return tuple(extra)
 
 
 def summary_row(statement: Statement) -> tuple[str, ...]:
@@ -173,7 +186,7 @@ def summary_row(statement: Statement) -> tuple[str, ...]:
         neutralise(statement.org_name),
         neutralise(statement.invoice_number),
         neutralise(statement.currency),
-        _plain(statement.total),
+        format_minor(statement.total, statement.currency),
         str(len(statement.lines)),
         neutralise("; ".join(statement.emails)) or "(no contact)",
         neutralise(f"{statement.rate_card_id}@{statement.rate_card_version}"),

@@ -16,6 +16,7 @@ from typing import BinaryIO
 
 from billing.domain import OrgTotal, Statement
 from billing.errors import OutputError
+from billing.money import format_minor
 from billing.statements.allocation import (
     ALLOCATION_COLUMNS,
     AllocationRow,
@@ -57,20 +58,22 @@ def csv_lines(rows: Iterable[Sequence[str]]) -> bytes:
     return buffer.getvalue().encode("utf-8")
 
 
-def _plain(number: Decimal | None) -> str:
-    return "" if number is None else format(number, "f")
+def _amount(number: Decimal | None, currency: str) -> str:
+    return "" if number is None else format_minor(number, currency)
 
 
 def change_cells(change: OrgChange) -> tuple[str, ...]:
-    """One row of changes.csv (CHANGES_COLUMNS); empty cells where there is no number."""
+    """One row of changes.csv (CHANGES_COLUMNS): amounts at their currency's minor unit (the
+    previous total at its own currency's when the currency changed), the percentage to one
+    decimal; empty cells where there is no number."""
     return (
         neutralise(change.org_id),
         neutralise(change.org_name),
         neutralise(change.currency),
-        _plain(change.previous),
-        _plain(change.current),
-        _plain(change.change),
-        _plain(change.change_percent),
+        _amount(change.previous, change.previous_currency or change.currency),
+        _amount(change.current, change.currency),
+        _amount(change.change, change.currency),
+        "" if change.change_percent is None else format(change.change_percent, "f"),
         change.flag,
     )
 

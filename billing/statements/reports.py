@@ -61,6 +61,7 @@ class OrgChange:
     change: Decimal | None
     change_percent: Decimal | None
     flag: str
+    previous_currency: str | None = None  # set when the previous total is in another currency
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,6 +190,7 @@ def org_changes(
                 None,
                 None,
                 CURRENCY_CHANGED,
+                last.currency,
             )
         else:
             change = this.total - last.total

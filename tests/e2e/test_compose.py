@@ -81,3 +81,52 @@ def test_the_environment_sets_only_real_settings_and_mail_goes_to_mailpit() -> N
     }
     settings = Settings(_env_file=None, **filled)
     assert settings.broker_url == "redis://redis:6379/0"
+
+
+DOCKERFILE = (ROOT / "Dockerfile").read_text(encoding="utf-8")
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+
+
+def _instructions(name: str) -> list[str]:
+    """The arguments of every Dockerfile instruction of that name, continuation lines joined."""
+    joined = re.sub(r"\\\n", " ", DOCKERFILE)
+    return [
+        line.split(None, 1)[1].strip()
+        for line in joined.splitlines()
+        if line.split(None, 1)[:1] == [name]
+    ]
+
+
+def test_the_image_runs_unprivileged_and_owns_its_statements_folder() -> None:
+    assert _instructions("USER")[-1] == "billing"
+    setup = " ".join(_instructions("RUN"))
+    assert re.search(r"groupadd [^&]*--gid 10001 billing", setup)
+    assert re.search(r"useradd [^&]*--uid 10001 --gid billing", setup)
+    output_dir = COMPOSE["x-billing"]["environment"]["BILLING_OUTPUT_DIR"]
+    assert f"statements:{output_dir}" in COMPOSE["x-billing"]["volumes"]
+    assert f"mkdir -p {output_dir}" in setup
+    assert f"chown billing:billing {output_dir}" in setup
+    assert f"BILLING_OUTPUT_DIR={output_dir}" in _instructions("ENV")
+    # how to mount a host folder instead, said the same way in the README and the compose file
+    header = _compose_header()
+    for text in (README, header):
+        assert "uid 10001" in text
+        assert "chown 10001:10001 FOLDER" in text
+
+
+def _compose_header() -> str:
+    lines = (ROOT / "docker-compose.yml").read_text(encoding="utf-8").splitlines()
+    comments = [
+        line for line in lines[: lines.index("x-billing: &billing")] if line.startswith("#")
+    ]
+    return "\n".join(line[2:] if line.startswith("# ") else line[1:] for line in comments)
+
+
+def test_the_compose_header_runs_the_stack_as_the_readme_says() -> None:
+    section = README.split("## Running the full stack", 1)[1]
+    commands = section.split("```sh\n", 1)[1].split("\n```", 1)[0]
+    header = _compose_header()
+    assert commands in "\n".join(line.removeprefix("  ") for line in header.splitlines())
+    assert "MKA1_BASE_URL=http://emulator:8765" in commands  # the workers' way to the emulator
+    emulator = SERVICES["emulator"]["command"]
+    assert emulator[emulator.index("--port") + 1] == "8765"

@@ -90,3 +90,31 @@ def count(database_url: str, table: str) -> int:
     value = query_one(database_url, f"SELECT count(*) FROM {table}")[0]  # noqa: S608
     assert isinstance(value, int)
     return value
+
+
+def rows(database_url: str, sql: str) -> list[tuple[object, ...]]:
+    """Every row a query returns, as tuples, on either database."""
+    engine = create_engine(normalise_url(database_url))
+    with engine.connect() as connection:
+        result = [tuple(row) for row in connection.execute(text(sql))]
+    engine.dispose()
+    return result
+
+
+def csv_files(folder: Path) -> dict[str, bytes]:
+    """Every CSV a close wrote in a period folder (statements and reports), name -> bytes."""
+    return {path.name: path.read_bytes() for path in sorted(folder.glob("*.csv"))}
+
+
+def assert_same_csv_bytes(folder: Path, other: Path) -> None:
+    """Two closes of the same usage wrote the same CSV files, byte for byte."""
+    written, again = csv_files(folder), csv_files(other)
+    assert {"summary.csv", "changes.csv", "allocation.csv"} < set(written)
+    assert sorted(written) == sorted(again)
+    for name, content in written.items():
+        differing = [
+            (left, right)
+            for left, right in zip(content.splitlines(), again[name].splitlines(), strict=False)
+            if left != right
+        ]
+        assert content == again[name], (name, differing[:1])

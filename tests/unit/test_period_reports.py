@@ -16,6 +16,7 @@ import pytest
 from pypdf import PdfReader
 
 from billing.domain import OrgTotal, Statement, StatementCharge, StatementLine
+from billing.money import minor_to_decimal
 from billing.statements.allocation import UNALLOCATED, CostCentreMap, allocate, allocation_csv
 from billing.statements.csv_files import summary_csv
 from billing.statements.formatting import money
@@ -132,7 +133,8 @@ def previous_totals(current: Sequence[Statement]) -> list[OrgTotal]:
     totals = [org_total(item) for item in current]
     previous = [
         replace(totals[0], total=totals[0].total * 3),  # swing down
-        replace(totals[1], total=totals[1].total + Decimal("0.01")),  # steady
+        # steady: one minor unit more
+        replace(totals[1], total=totals[1].total + minor_to_decimal(1, totals[1].currency)),
         replace(totals[2], currency="CHF"),  # currency changed
         replace(totals[3], total=Decimal(0)),  # from zero
         OrgTotal("org-gone", "Gone Inc", "USD", Decimal("12.00")),
