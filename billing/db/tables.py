@@ -5,7 +5,17 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import BigInteger, Column, ForeignKey, Index, Integer, Text, UniqueConstraint, text
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
 from sqlmodel import Field, SQLModel
 
 from billing.db.types import ExactDecimal, UTCDateTime
@@ -14,6 +24,13 @@ from billing.states import DeliveryKind, DeliveryStatus, InvoiceStatus, RunStatu
 
 def _exact() -> Column[Decimal]:
     return Column(ExactDecimal(), nullable=False)
+
+
+def _upstream_text(*, nullable: bool = False, index: bool = False) -> Column[str]:
+    """A column for ids and names from upstream or the directory: any length, stored whole
+    (a VARCHAR without a length: unbounded on PostgreSQL since migration 0009, and on SQLite,
+    which never enforces one)."""
+    return Column(String(), nullable=nullable, index=index)
 
 
 RUNNING_RUN = text(f"status = '{RunStatus.RUNNING}'")
@@ -89,9 +106,9 @@ class UsageSnapshotRow(SQLModel, table=True):
     page: int
     bucket_start: int = Field(sa_column=_count())
     bucket_end: int = Field(sa_column=_count())
-    org_id: str = Field(max_length=255)
-    api_key_id: str | None = Field(default=None, max_length=255)
-    user_id: str | None = Field(default=None, max_length=255)
+    org_id: str = Field(sa_column=_upstream_text())
+    api_key_id: str | None = Field(default=None, sa_column=_upstream_text(nullable=True))
+    user_id: str | None = Field(default=None, sa_column=_upstream_text(nullable=True))
     session_kind: str | None = Field(default=None, max_length=32)
     duration_ms: int = Field(sa_column=_count())
     reserved_memory_mib: int | None = Field(default=None, sa_column=Column(BigInteger))
@@ -138,8 +155,8 @@ class Invoice(SQLModel, table=True):
         max_length=16,
         sa_column_kwargs={"server_default": InvoiceStatus.DRAFT.value},
     )
-    org_id: str = Field(max_length=255, index=True)
-    org_name: str = Field(max_length=500)
+    org_id: str = Field(sa_column=_upstream_text(index=True))
+    org_name: str = Field(sa_column=_upstream_text())
     contact_emails: str = Field(default="", sa_column=Column(Text, nullable=False))
     period: str = Field(max_length=7, index=True)
     currency: str = Field(max_length=3)
@@ -222,8 +239,8 @@ class InvoiceLine(SQLModel, table=True):
         sa_column=Column(Integer, ForeignKey("invoice.id", ondelete="CASCADE"), nullable=False)
     )
     meter: str = Field(max_length=50)
-    api_key_id: str | None = Field(default=None, max_length=255)
-    user_id: str | None = Field(default=None, max_length=255)
+    api_key_id: str | None = Field(default=None, sa_column=_upstream_text(nullable=True))
+    user_id: str | None = Field(default=None, sa_column=_upstream_text(nullable=True))
     quantity: Decimal = Field(sa_column=_exact())
     unit: str = Field(max_length=20)
     amount: Decimal = Field(sa_column=_exact())
@@ -249,7 +266,7 @@ class InvoiceCorrection(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     run_id: int = Field(sa_column=Column(Integer, ForeignKey("billing_run.id"), nullable=False))
-    org_id: str = Field(max_length=255)
+    org_id: str = Field(sa_column=_upstream_text())
     original_invoice_id: int = Field(
         sa_column=Column(Integer, ForeignKey("invoice.id"), nullable=False)
     )
@@ -257,8 +274,8 @@ class InvoiceCorrection(SQLModel, table=True):
     meter: str = Field(max_length=50)
     description: str = Field(max_length=200)
     unit: str = Field(max_length=20)
-    api_key_id: str | None = Field(default=None, max_length=255)
-    user_id: str | None = Field(default=None, max_length=255)
+    api_key_id: str | None = Field(default=None, sa_column=_upstream_text(nullable=True))
+    user_id: str | None = Field(default=None, sa_column=_upstream_text(nullable=True))
     quantity: Decimal = Field(sa_column=_exact())
     amount: Decimal = Field(sa_column=_exact())
     currency: str = Field(max_length=3)
@@ -304,7 +321,7 @@ class EmailDelivery(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     invoice_id: int = Field(sa_column=Column(Integer, ForeignKey("invoice.id"), nullable=False))
-    org_id: str = Field(max_length=255)
+    org_id: str = Field(sa_column=_upstream_text())
     period: str = Field(max_length=7)
     recipient: str = Field(max_length=320)
     kind: str = Field(default=DeliveryKind.STATEMENT, max_length=16)

@@ -14,6 +14,8 @@ from pathlib import Path
 from billing.errors import OutputError
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+# How a stem made with a hash ends: kept ids never end so (see safe_stem).
+_HASHED_STEM = re.compile(r"-[0-9a-f]{10}$")
 # Work files and folders are named after their writer (host and process), so that the next
 # close can tell those of a killed writer from those of one still at work.
 _WORK_NAME = re.compile(r"^\.tmp-(?:reports-)?(?:(?P<host>.+)-(?P<pid>\d+)-)?[A-Za-z0-9_]+")
@@ -24,14 +26,22 @@ ABANDONED_AFTER_SECONDS = 24 * 3600
 def safe_stem(org_id: str) -> str:
     """A file-name stem for an org id: readable, never a path, distinct for distinct ids.
 
-    Ids that are already safe are kept as they are; others are cleaned and get a short hash of
-    the original id so that e.g. "a/b" and "a_b" cannot collide.
+    Ids that are already safe are kept as they are; others are cleaned, cut to 80 characters
+    and get a short hash of the original id so that e.g. "a/b" and "a_b" cannot collide. A safe
+    id that looks like such a name (ending in `-` and ten hex digits) is hashed too, so that an
+    id cannot take the name of another one's file.
     """
     cleaned = _UNSAFE.sub("_", org_id).strip("._-")[:80]
-    if cleaned == org_id and cleaned:
+    if cleaned == org_id and cleaned and not _HASHED_STEM.search(cleaned):
         return cleaned
     digest = hashlib.sha256(org_id.encode("utf-8")).hexdigest()[:10]
     return f"{cleaned or 'org'}-{digest}"
+
+
+def void_stem(org_id: str, invoice_number: str) -> str:
+    """Where a void invoice's statements are kept: `<org>-<number>-VOID`, beside the org's
+    live `<org>` statements, so a replacement never overwrites them."""
+    return f"{safe_stem(org_id)}-{safe_stem(invoice_number)}-VOID"
 
 
 def period_folder(output_dir: Path, period: str) -> Path:

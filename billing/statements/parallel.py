@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import multiprocessing
 import os
+import signal
+import sys
 from collections import deque
 from collections.abc import Generator, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -22,6 +25,8 @@ from billing.statements.pdf import StatementRenderer, shared_renderer
 IN_FLIGHT_PER_PROCESS = 4
 
 _worker_renderer: StatementRenderer | None = None
+
+PR_SET_PDEATHSIG = 1  # prctl(2): the signal this process gets when its parent ends
 
 
 def default_render_processes() -> int:
@@ -114,7 +119,8 @@ def _render_in_pool(
         max_workers=workers,
         mp_context=multiprocessing.get_context(start_method),
         initializer=_start_worker,
-        initargs=(settings,),
+        # A forkserver's workers are its children: they end with it, and it with this process.
+        initargs=(settings, None if start_method == "forkserver" else os.getpid()),
     )
     in_flight: deque[tuple[Statement, Future[bytes]]] = deque()
     try:
@@ -171,13 +177,31 @@ def _name_the_org(error: Exception, statement: Statement) -> None:
         error.add_note(f"while rendering the PDF of {named} ({statement.invoice_number})")
 
 
-def _start_worker(settings: Settings) -> None:
-    """Build this worker's one renderer (fonts, compiled stylesheets and templates), then keep
-    the garbage collector off what the worker inherited and built: it lives as long as the
-    worker, and walking it would also copy the pages it shares with its parent."""
+def _start_worker(settings: Settings, owner: int | None) -> None:
+    """Tie this worker's life to its parent's (see _end_with_parent), build its one renderer
+    (fonts, compiled stylesheets and templates), then keep the garbage collector off what the
+    worker inherited and built: it lives as long as the worker, and walking it would also copy
+    the pages it shares with its parent."""
     global _worker_renderer
+    _end_with_parent(owner)
     _worker_renderer = shared_renderer(settings)
     gc.freeze()
+
+
+def _end_with_parent(owner: int | None) -> None:
+    """Have the kernel kill this worker when its parent ends (a close killed while rendering
+    leaves no orphan rendering on): PR_SET_PDEATHSIG on Linux, SIGKILL since a worker holds
+    nothing to clean up. If `owner` (the pool's process) is no longer the parent, it ended
+    before the signal was set, so the worker ends now. The signal comes when the parent's
+    thread that started the pool ends: render_pdfs keeps its pool to the thread that runs it.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    if owner is not None and os.getppid() != owner:
+        os._exit(1)
 
 
 def _render_one(statement: Statement) -> bytes:

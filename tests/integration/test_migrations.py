@@ -22,6 +22,7 @@ NEW_REVISIONS = [
     "0006_distributed_runs",
     "0007_fast_invoice_writes",
     "0008_snapshot_by_org",
+    "0009_upstream_ids_any_length",
 ]
 AMOUNT = Decimal("1234567.123456789012")  # 12 decimal places
 
