@@ -323,6 +323,7 @@ class Statement:
     daily_usage: tuple[DailyUsage, ...] = ()
     draft: bool = False
     status: str = InvoiceStatus.FINALIZED
+    replaces: str = ""  # the number of the void invoice this one replaces, if any
 
 
 @dataclass(frozen=True, slots=True)

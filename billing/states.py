@@ -73,7 +73,9 @@ class DeliveryStatus(StrEnum):
 
 
 class DeliveryKind(StrEnum):
-    """Why a delivery exists: the statement queued at finalization, or a recorded resend."""
+    """Why a delivery exists: the statement queued at finalization, a recorded resend, or the
+    notice that an invoice the contact was sent is void (cancelled)."""
 
     STATEMENT = "statement"
     RESEND = "resend"
+    VOID_NOTICE = "void_notice"

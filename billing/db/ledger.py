@@ -16,7 +16,7 @@ from sqlmodel import Session, col
 
 from billing.corrections import CORRECTION, USAGE, BilledLine, correction_lines, due_lines
 from billing.db.bulk import copy_rows, insert_returning_ids
-from billing.db.outbox import queue_statements
+from billing.db.outbox import queue_statements, queue_void_notice
 from billing.db.tables import (
     Invoice,
     InvoiceCharge,
@@ -80,11 +80,12 @@ def store_period(
     )
 
     rated_by_org = {invoice.org.org_id: invoice for invoice in rated}
+    voided = unreplaced_voids(session, period, org_scope)
     to_draft: list[tuple[RatedInvoice, int | None]] = []
     outcomes = [
         OrgOutcome(org_id, "drafted") for org_id in sorted(rated_by_org) if org_id not in issued
     ]
-    to_draft += [(rated_by_org[o.org_id], None) for o in outcomes]
+    to_draft += [(rated_by_org[o.org_id], voided.get(o.org_id)) for o in outcomes]
     for org_id, original in sorted(issued.items()):
         fresh = rated_by_org.get(org_id)
         assert original.id is not None
@@ -120,13 +121,29 @@ def store_period(
     waiting = pending_correction_orgs(session, period, org_scope)
     for org_id in sorted(waiting - drafted):
         if org_id not in issued:
-            to_draft.append((empty_invoice(org_id), None))
+            to_draft.append((empty_invoice(org_id), voided.get(org_id)))
             outcomes.append(OrgOutcome(org_id, "drafted", "corrections only"))
     inserted = insert_drafts(session, run_id, period, to_draft, now, due_at)
     for invoice_id, (invoice, _replaces) in zip(inserted, to_draft, strict=True):
         if invoice.org.org_id in waiting:
             attach_corrections(session, invoice_id)
     return outcomes
+
+
+def unreplaced_voids(
+    session: Session, period: BillingPeriod, org_scope: Collection[str] | None
+) -> dict[str, int]:
+    """Per org, its newest void invoice of the period that no other invoice replaces: the one
+    the org's next invoice of the period replaces (after `billing void`). Drafts must already
+    be deleted, or a standing draft would count as the replacement."""
+    replacer = Invoice.__table__.alias("replacer")  # type: ignore[attr-defined]
+    query = (
+        select(col(Invoice.org_id), func.max(col(Invoice.id)))
+        .where(_in_period(period, org_scope), col(Invoice.status) == InvoiceStatus.VOID)
+        .where(~select(replacer.c.id).where(replacer.c.replaces_invoice_id == Invoice.id).exists())
+        .group_by(col(Invoice.org_id))
+    )
+    return {str(org_id): int(invoice_id) for org_id, invoice_id in session.execute(query)}
 
 
 def delete_drafts(session: Session, invoice_ids: Sequence[int | None]) -> None:
@@ -623,7 +640,8 @@ def reserve_numbers(session: Session, year: int, count: int) -> int:
 
 def void_invoice(session: Session, invoice: Invoice, reason: str, now: datetime) -> None:
     """Void an issued invoice: its period is open again for a replacement. Corrections it
-    carried wait for the replacement; corrections of it not yet billed are dropped."""
+    carried wait for the replacement; corrections of it not yet billed are dropped. Whoever
+    was sent it gets a void notice through the outbox; its unsent statements are not sent."""
     if invoice.status not in ISSUED:
         raise InvoiceStateError(
             f"invoice {invoice.number or invoice.id} of {invoice.org_id} for {invoice.period} is "
@@ -665,3 +683,4 @@ def void_invoice(session: Session, invoice: Invoice, reason: str, now: datetime)
     invoice.voided_at = now
     invoice.void_reason = reason.strip()
     session.flush()
+    queue_void_notice(session, invoice, now)

@@ -73,6 +73,49 @@ def queue_resend(
     return row.id
 
 
+def queue_void_notice(session: Session, invoice: Invoice, now: datetime) -> int:
+    """In the voiding transaction: a pending void notice to every contact who was (or may have
+    been) sent the invoice; its statements not yet sent never will be. Returns the count."""
+    mine = (col(EmailDelivery.invoice_id) == invoice.id) & col(EmailDelivery.kind).in_(
+        (DeliveryKind.STATEMENT, DeliveryKind.RESEND)
+    )
+    reached = (DeliveryStatus.SENT, DeliveryStatus.SENDING, DeliveryStatus.UNKNOWN)
+    recipients = (
+        session.execute(
+            select(col(EmailDelivery.recipient))
+            .where(mine, col(EmailDelivery.status).in_(reached))
+            .distinct()
+            .order_by(col(EmailDelivery.recipient))
+        )
+        .scalars()
+        .all()
+    )
+    session.execute(
+        update(EmailDelivery)
+        .where(mine, col(EmailDelivery.status) == DeliveryStatus.PENDING)
+        .values(
+            status=DeliveryStatus.FAILED,
+            error=f"never sent: {invoice.number} was voided before its email went out",
+        )
+    )
+    rows = [
+        {
+            "invoice_id": invoice.id,
+            "org_id": invoice.org_id,
+            "period": invoice.period,
+            "recipient": recipient,
+            "kind": DeliveryKind.VOID_NOTICE,
+            "status": DeliveryStatus.PENDING,
+            "attempts": 0,
+            "created_at": now,
+        }
+        for recipient in recipients
+    ]
+    if rows:
+        session.execute(insert(EmailDelivery), rows)
+    return len(rows)
+
+
 def give_up_on_interrupted(
     session: Session, period: str, now: datetime, delivery_ids: Sequence[int] | None = None
 ) -> list[EmailDelivery]:
@@ -117,7 +160,7 @@ def pending_batches(
         query = query.where(col(EmailDelivery.id).in_(delivery_ids))
     grouped: dict[tuple[int, str, int | None], list[EmailDelivery]] = defaultdict(list)
     for row in session.execute(query.order_by(col(EmailDelivery.id))).scalars():
-        # A resend is its own message; statement rows of one invoice share one.
+        # A resend is its own message; statement (or void notice) rows of one invoice share one.
         key = (row.invoice_id, row.kind, row.id if row.kind == DeliveryKind.RESEND else None)
         grouped[key].append(row)
     return [
@@ -222,6 +265,31 @@ def _mark_sent_when_delivered(session: Session, invoice_id: int, now: datetime) 
             .where(col(Invoice.id) == invoice_id, col(Invoice.status) == InvoiceStatus.FINALIZED)
             .values(status=InvoiceStatus.SENT, sent_at=now)
         )
+
+
+def pending_void_notices(session: Session, invoice_id: int) -> list[int]:
+    """The ids of an invoice's void notices still to send."""
+    query = select(col(EmailDelivery.id)).where(
+        col(EmailDelivery.invoice_id) == invoice_id,
+        col(EmailDelivery.kind) == DeliveryKind.VOID_NOTICE,
+        col(EmailDelivery.status) == DeliveryStatus.PENDING,
+    )
+    return [int(delivery_id) for delivery_id in session.execute(query).scalars()]
+
+
+def void_notice_facts(
+    session: Session, invoice_ids: Sequence[int]
+) -> dict[int, tuple[Invoice, str]]:
+    """The void invoices these notices are about, each with the number of its replacement
+    ("" while there is none)."""
+    replacement = Invoice.__table__.alias("replacement")  # type: ignore[attr-defined]
+    query = (
+        select(Invoice, replacement.c.number)
+        .outerjoin(replacement, replacement.c.replaces_invoice_id == col(Invoice.id))
+        .where(col(Invoice.id).in_(invoice_ids))
+        .order_by(replacement.c.id)
+    )
+    return {invoice.id or 0: (invoice, number or "") for invoice, number in session.execute(query)}
 
 
 def deliveries(session: Session, period: str) -> list[tuple[EmailDelivery, str | None]]:

@@ -228,6 +228,7 @@ def statements_for(
     charges = _rows_by_invoice(session, InvoiceCharge, StatementCharge, ids, "position")
     lines = _rows_by_invoice(session, InvoiceLine, StatementLine, ids, "id")
     daily = _daily_usage(session, ids)
+    replaced = _numbers_of(session, [i.replaces_invoice_id for i in invoices])
     return [
         Statement(
             invoice_id=invoice.id or 0,
@@ -250,6 +251,16 @@ def statements_for(
             daily_usage=tuple(daily[invoice.id or 0]),
             draft=invoice.status == InvoiceStatus.DRAFT,
             status=invoice.status,
+            replaces=replaced.get(invoice.replaces_invoice_id or 0, ""),
         )
         for invoice in invoices
     ]
+
+
+def _numbers_of(session: Session, invoice_ids: Sequence[int | None]) -> dict[int, str]:
+    """The numbers of these invoices (the ones replaced by a batch of statements), one query."""
+    wanted = sorted({invoice_id for invoice_id in invoice_ids if invoice_id is not None})
+    if not wanted:
+        return {}
+    query = select(col(Invoice.id), col(Invoice.number)).where(col(Invoice.id).in_(wanted))
+    return {invoice_id: number or "" for invoice_id, number in session.execute(query)}

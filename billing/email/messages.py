@@ -1,4 +1,4 @@
-"""Statement emails: the message of a statement from templates, and its SMTP envelope.
+"""Statement emails and void notices: their messages from templates, and the SMTP envelope.
 
 Headers that carry addresses (From, To, Reply-To) are built from `email.headerregistry.Address`
 objects whose addresses passed `plain_address_problem`, never by joining strings of org data;
@@ -11,6 +11,8 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import formatdate, getaddresses
@@ -21,6 +23,7 @@ from billing.addresses import parse_mailbox, plain_address_problem
 from billing.domain import Statement
 from billing.errors import ConfigError
 from billing.statements import formatting
+from billing.statements.files import safe_stem
 
 
 @dataclass(frozen=True)
@@ -102,12 +105,64 @@ def build_statement_email(
     message.add_alternative(
         environment.get_template("email/statement.html").render(context), subtype="html"
     )
+    # Named after the invoice number: a replacement's files never take the original's names.
+    attached = safe_stem(statement.invoice_number)
     message.add_attachment(
-        documents.pdf, maintype="application", subtype="pdf", filename=f"{documents.stem}.pdf"
+        documents.pdf, maintype="application", subtype="pdf", filename=f"{attached}.pdf"
     )
     message.add_attachment(
-        documents.csv, maintype="text", subtype="csv", filename=f"{documents.stem}.csv"
+        documents.csv, maintype="text", subtype="csv", filename=f"{attached}.csv"
     )
+    return message
+
+
+@dataclass(frozen=True)
+class VoidNotice:
+    """What the notice that an invoice is void (cancelled) tells its contacts."""
+
+    invoice_number: str
+    org_id: str
+    org_name: str
+    period: str
+    currency: str
+    total: Decimal
+    voided_at: datetime
+    recipients: tuple[str, ...]
+    replaced_by: str = ""
+
+
+def void_notice_message_id(notice: VoidNotice) -> str:
+    """The same for every send of one invoice's void notice."""
+    key = f"void:{notice.invoice_number}:{notice.org_id}"
+    return f"<void-notice-{hashlib.sha256(key.encode()).hexdigest()[:24]}@billing.mka1>"
+
+
+def build_void_notice(
+    notice: VoidNotice,
+    environment: Environment,
+    sender: str,
+    issuer_name: str,
+    locale: str,
+    *,
+    reply_to: str | None = None,
+) -> EmailMessage:
+    """The message telling an invoice's contacts that it is cancelled (no attachments)."""
+    context = {
+        "n": notice,
+        "issuer_name": issuer_name,
+        "total": formatting.money(notice.total, notice.currency, locale),
+    }
+    message = EmailMessage()
+    message["From"] = _mailbox(sender, "BILLING_EMAIL_FROM")
+    message["To"] = tuple(Address(addr_spec=address) for address in notice.recipients)
+    if reply_to:
+        message["Reply-To"] = _mailbox(reply_to, "BILLING_EMAIL_REPLY_TO")
+    message["Subject"] = _single_line(
+        environment.get_template("email/void_subject.txt").render(context)
+    )
+    message["Date"] = formatdate(notice.voided_at.timestamp(), usegmt=True)
+    message["Message-ID"] = void_notice_message_id(notice)
+    message.set_content(environment.get_template("email/void_notice.txt").render(context))
     return message
 
 

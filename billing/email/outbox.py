@@ -1,4 +1,4 @@
-"""Sending the outbox: each invoice's pending deliveries as one message, every result recorded.
+"""Sending the outbox: each pending statement, resend or void notice once, every result recorded.
 
 The period's lock is held by the caller, so a delivery still `sending` when this starts belongs
 to a sender that died: it becomes `unknown` and is never resent by itself.
@@ -19,16 +19,30 @@ from pathlib import Path
 
 from jinja2 import Environment
 from sqlalchemy import Engine
+from sqlmodel import Session
 
 from billing.config import Settings
 from billing.db.locks import write_transaction
-from billing.db.outbox import Batch, claim, give_up_on_interrupted, pending_batches, settle
+from billing.db.outbox import (
+    Batch,
+    claim,
+    give_up_on_interrupted,
+    pending_batches,
+    settle,
+    void_notice_facts,
+)
 from billing.db.period_reads import iter_statements
 from billing.domain import Statement
-from billing.email.messages import StatementDocuments, build_statement_email
+from billing.email.messages import (
+    StatementDocuments,
+    VoidNotice,
+    build_statement_email,
+    build_void_notice,
+)
 from billing.email.transports import Transport, open_transport
 from billing.periods import BillingPeriod
 from billing.states import DeliveryKind, InvoiceStatus
+from billing.wording import plural
 
 # Sends of one delivery before it is marked failed (each send retries 4xx itself a few times).
 MAX_SENDS = 5
@@ -48,7 +62,7 @@ class SendReport:
 
     def describe(self) -> str:
         counts = ", ".join(f"{n} {status}" for status, n in sorted(self.outcomes.items()))
-        return f"{self.messages} messages ({counts})"
+        return f"{plural(self.messages, 'message')} ({counts})"
 
 
 class OutboxSender:
@@ -76,6 +90,9 @@ class OutboxSender:
         self._delivery_ids = delivery_ids
         self._now = now
         self._batches: dict[int, list[Batch]] = {}
+        self._notices: list[Batch] = []
+        self._settings = settings
+        self._environment = environment
         self._stack = ExitStack()
         self._transport: Transport | None = None
         self.report = SendReport()
@@ -89,7 +106,10 @@ class OutboxSender:
                 )
             ]
             for batch in pending_batches(session, str(self._period), self._delivery_ids):
-                self._batches.setdefault(batch.invoice_id, []).append(batch)
+                if batch.kind == DeliveryKind.VOID_NOTICE:
+                    self._notices.append(batch)
+                else:
+                    self._batches.setdefault(batch.invoice_id, []).append(batch)
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -106,33 +126,77 @@ class OutboxSender:
         if statement.status not in (InvoiceStatus.FINALIZED, InvoiceStatus.SENT):
             return
         for batch in self._batches.pop(statement.invoice_id, []):
-            if self._transport is None:
-                self._transport = self._stack.enter_context(closing(self._open_transport()))
-            message = self._compose(documents, batch)
-            with write_transaction(self._engine) as session:
-                claimed = claim(session, batch, str(message["Message-ID"]), self._now())
-            if not claimed.delivery_ids:
-                continue  # another sender has them
-            if claimed != batch:
-                batch = claimed
-                message = self._compose(documents, batch)
-            result = self._transport.deliver(message, statement.org_id)
-            with write_transaction(self._engine) as session:
-                settle(
-                    session,
-                    batch,
-                    result.status,
-                    result.reply,
-                    result.detail,
-                    dict(result.refused),
-                    self._now(),
-                    MAX_SENDS,
-                )
-            self.report.messages += 1
-            self.report.outcomes[result.status] += 1
+            name = statement.invoice_number
+            if batch.kind == DeliveryKind.RESEND:
+                name = f"{name}-resend-{batch.resend_id}"
+            self._send(batch, partial(self._compose, documents), name)
+
+    def send_notices(self) -> None:
+        """Send the pending void notices: each tells its contacts that an invoice is cancelled
+        (the invoice is void, so there is no statement to render)."""
+        notices, self._notices = self._notices, []
+        if not notices:
+            return
+        with Session(self._engine) as session:
+            facts = void_notice_facts(session, [batch.invoice_id for batch in notices])
+        for batch in notices:
+            invoice, replaced_by = facts[batch.invoice_id]
+            notice = VoidNotice(
+                invoice_number=invoice.number or "",
+                org_id=invoice.org_id,
+                org_name=invoice.org_name,
+                period=invoice.period,
+                currency=invoice.currency,
+                total=invoice.total,
+                voided_at=invoice.voided_at or self._now(),
+                recipients=batch.recipients,
+                replaced_by=replaced_by,
+            )
+            self._send(
+                batch, partial(self._notice_message, notice), f"{notice.invoice_number}-void"
+            )
+
+    def _notice_message(self, notice: VoidNotice, batch: Batch) -> EmailMessage:
+        return build_void_notice(
+            dataclasses.replace(notice, recipients=batch.recipients),
+            self._environment,
+            self._settings.email_from,
+            self._settings.issuer_name,
+            self._settings.locale,
+            reply_to=self._settings.email_reply_to,
+        )
+
+    def _send(self, batch: Batch, compose: Callable[[Batch], EmailMessage], name: str) -> None:
+        """Claim the batch's rows, hand its message over as `name`, record the result."""
+        if self._transport is None:
+            self._transport = self._stack.enter_context(closing(self._open_transport()))
+        message = compose(batch)
+        with write_transaction(self._engine) as session:
+            claimed = claim(session, batch, str(message["Message-ID"]), self._now())
+        if not claimed.delivery_ids:
+            return  # another sender has them
+        if claimed != batch:
+            batch = claimed
+            message = compose(batch)
+        result = self._transport.deliver(message, name)
+        with write_transaction(self._engine) as session:
+            settle(
+                session,
+                batch,
+                result.status,
+                result.reply,
+                result.detail,
+                dict(result.refused),
+                self._now(),
+                MAX_SENDS,
+            )
+        self.report.messages += 1
+        self.report.outcomes[result.status] += 1
 
     def send_remaining(self, render: Callable[[Statement], StatementDocuments]) -> None:
-        """Send what is pending for invoices not passed to `send_for`, rendering them."""
+        """Send what is pending for invoices not passed to `send_for`, rendering them, and the
+        void notices."""
+        self.send_notices()
         if not self._batches:
             return
         for statement in iter_statements(self._engine, self._period):

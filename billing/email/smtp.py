@@ -554,7 +554,7 @@ class SmtpTransport:
         self._bcc = tuple(bcc)
         self._backoff = tuple(backoff)
 
-    def deliver(self, message: EmailMessage, org_id: str) -> DeliveryResult:
+    def deliver(self, message: EmailMessage, name: str) -> DeliveryResult:
         recipients = envelope_recipients(message, self._bcc)
         attempts = len(self._backoff) + 1
         return self._sender.deliver_with_retries(message, recipients, attempts, self._backoff)

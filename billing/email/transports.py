@@ -22,7 +22,9 @@ from billing.statements.files import safe_stem, write_atomically
 class Transport(Protocol):
     """Hands one message over and says how it went; close() ends what stays open."""
 
-    def deliver(self, message: EmailMessage, org_id: str) -> DeliveryResult: ...
+    def deliver(self, message: EmailMessage, name: str) -> DeliveryResult:
+        """Hand `message` over; `name` (e.g. the invoice number) names its file, if any."""
+        ...
 
     def close(self) -> None: ...
 
@@ -35,21 +37,22 @@ class _Local:
 
 
 class FileTransport(_Local):
-    """Writes each message as `<org>.eml`, for the embedded default and for review."""
+    """Writes each message as `<name>.eml` (named after its invoice number, so a replacement
+    never overwrites the original's), for the embedded default and for review."""
 
     def __init__(self, folder: Path) -> None:
         self._folder = folder
 
-    def deliver(self, message: EmailMessage, org_id: str) -> DeliveryResult:
+    def deliver(self, message: EmailMessage, name: str) -> DeliveryResult:
         self._folder.mkdir(parents=True, exist_ok=True)
-        path = write_atomically(self._folder, f"{safe_stem(org_id)}.eml", message.as_bytes())
+        path = write_atomically(self._folder, f"{safe_stem(name)}.eml", message.as_bytes())
         return DeliveryResult("sent", reply=str(path))
 
 
 class ConsoleTransport(_Local):
     """Prints the headers of each message (attachments left out)."""
 
-    def deliver(self, message: EmailMessage, org_id: str) -> DeliveryResult:
+    def deliver(self, message: EmailMessage, name: str) -> DeliveryResult:
         sys.stdout.write(
             f"email to {message['To']}: {message['Subject']} "
             f"({len(list(message.iter_attachments()))} attachments)\n"
@@ -60,7 +63,7 @@ class ConsoleTransport(_Local):
 class NullTransport(_Local):
     """Sends nothing (for runs that must not mail anyone)."""
 
-    def deliver(self, message: EmailMessage, org_id: str) -> DeliveryResult:
+    def deliver(self, message: EmailMessage, name: str) -> DeliveryResult:
         return DeliveryResult("sent", reply="none")
 
 

@@ -141,13 +141,18 @@ def in_process_totals(upstream: str, database_url: str, folder: Path) -> dict[st
     return dict(assert_period_agrees(database_url, folder / "2026-10", "2026-10"))
 
 
-def messages_per_org(smtp_server: RunningServer) -> Counter[str]:
-    """How many statement emails each org got, by the PDF attached."""
+def messages_per_org(smtp_server: RunningServer, database_url: str) -> Counter[str]:
+    """How many statement emails each org got, by the PDF attached (named after the invoice)."""
+    org_of = {
+        str(number): str(org)
+        for number, org in rows(database_url, "SELECT number, org_id FROM invoice")
+        if number
+    }
     orgs: Counter[str] = Counter()
     for received in smtp_server.recorder.messages:
         message = message_from_bytes(received.content, policy=policy.default)
         names = [str(part.get_filename()) for part in message.iter_attachments()]  # type: ignore[attr-defined]
-        orgs.update(name.removesuffix(".pdf") for name in names if name.endswith(".pdf"))
+        orgs.update(org_of[name.removesuffix(".pdf")] for name in names if name.endswith(".pdf"))
     return orgs
 
 
@@ -186,7 +191,7 @@ def test_four_worker_processes_on_two_queues_match_the_in_process_close(
     assert totals == expected
     assert_no_duplicates(worker_db, len(expected))
     with_contact = rows(worker_db, "SELECT org_id FROM invoice WHERE contact_emails <> ''")
-    assert messages_per_org(smtp_server) == Counter(org for (org,) in with_contact)
+    assert messages_per_org(smtp_server, worker_db) == Counter(org for (org,) in with_contact)
     ((status, stage, batches),) = rows(
         worker_db, "SELECT status, stage, batches_total FROM billing_run"
     )
@@ -268,7 +273,7 @@ def test_a_worker_killed_mid_step_is_replaced_and_the_run_completes_exactly_once
     pdfs = sorted(path.name for path in (tmp_path / "w" / "2026-10").glob("org-*.pdf"))
     assert pdfs == sorted(f"{org}.pdf" for org in expected)
     with_contact = rows(worker_db, "SELECT org_id FROM invoice WHERE contact_emails <> ''")
-    assert messages_per_org(smtp_server) == Counter(org for (org,) in with_contact)
+    assert messages_per_org(smtp_server, worker_db) == Counter(org for (org,) in with_contact)
     assert rows(worker_db, "SELECT count(*) FROM email_delivery WHERE status <> 'sent'") == [(0,)]
 
 
@@ -387,7 +392,7 @@ def test_redis_restarted_during_a_run_and_the_run_still_completes(
     cut_off = {org for org, status in deliveries if status == "unknown"}
     assert {status for _org, status in deliveries} <= {"sent", "unknown"}, deliveries
     assert all(status == "unknown" for org, status in deliveries if org in cut_off), deliveries
-    received = messages_per_org(smtp_server)
+    received = messages_per_org(smtp_server, pg_url)
     assert set(received.values()) <= {1}, received
     assert set(received) | cut_off == with_contact, (received, deliveries)
     assert len(cut_off) <= 2, deliveries  # at most the emails in flight when Redis died

@@ -76,12 +76,13 @@ def test_emails_carry_their_own_statement(
         settings = make_settings(mka1_base_url=base_url, mka1_api_key=SecretStr("t"))
         result = close_period(settings, PERIOD)
     by_org = {s.org_id: s for s in result.statements}
+    by_number = {s.invoice_number: s for s in result.statements}
     written = sorted((result.folder / "emails").glob("*.eml"))
-    assert [path.stem for path in written] == sorted(o for o, s in by_org.items() if s.emails)
+    assert [path.stem for path in written] == sorted(n for n, s in by_number.items() if s.emails)
     assert result.orgs_without_contact == sorted(o for o, s in by_org.items() if not s.emails)
     for path in written:
         message = email.message_from_bytes(path.read_bytes())
-        statement = by_org[path.stem]
+        statement = by_number[path.stem]
         assert message["To"] == ", ".join(statement.emails)
         assert statement.invoice_number in message["Subject"]
         names = sorted(part.get_filename() for part in message.walk() if part.get_filename())

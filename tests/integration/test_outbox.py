@@ -84,8 +84,8 @@ def test_every_message_carries_only_its_own_orgs_statement(
     for item in received:
         message = parsed(item)
         files = attachments(message)
-        (pdf_name,) = [name for name in files if name.endswith(".pdf")]
-        org_id = pdf_name.removesuffix(".pdf")
+        (pdf_name,) = [name for name in files if name.endswith(".pdf")]  # the invoice number
+        org_id = next(org for org, found in totals.items() if f"{found[0]}.pdf" == pdf_name)
         seen_orgs.append(org_id)
         contacts = set(directory.account_for(org_id).emails)
         header_to = {address.addr_spec for address in message["To"].addresses}
@@ -94,7 +94,7 @@ def test_every_message_carries_only_its_own_orgs_statement(
         assert "Bcc" not in message
         number, total = totals[org_id][0], totals[org_id][1]
         assert number in str(message["Subject"])
-        statement_rows = list(csv.DictReader(io.StringIO(files[f"{org_id}.csv"].decode())))
+        statement_rows = list(csv.DictReader(io.StringIO(files[f"{number}.csv"].decode())))
         assert {r["BillingAccountId"] for r in statement_rows} == {org_id}
         assert {r["InvoiceId"] for r in statement_rows} == {number}
         assert sum((Decimal(r["BilledCost"]) for r in statement_rows), Decimal(0)) == total

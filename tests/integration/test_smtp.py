@@ -103,10 +103,10 @@ def test_statement_arrives_with_its_attachments_and_finance_only_in_the_envelope
     assert FINANCE.encode() not in received.content
     assert got["Message-ID"] == message["Message-ID"]
     attachments = {str(part.get_filename()): part for part in got.iter_attachments()}
-    assert sorted(attachments) == ["org-0001.csv", "org-0001.pdf"]
-    assert attachments["org-0001.pdf"].get_content_type() == "application/pdf"
-    assert attachments["org-0001.pdf"].get_payload(decode=True) == PDF
-    assert attachments["org-0001.csv"].get_payload(decode=True) == CSV
+    assert sorted(attachments) == ["INV-2026-000001.csv", "INV-2026-000001.pdf"]
+    assert attachments["INV-2026-000001.pdf"].get_content_type() == "application/pdf"
+    assert attachments["INV-2026-000001.pdf"].get_payload(decode=True) == PDF
+    assert attachments["INV-2026-000001.csv"].get_payload(decode=True) == CSV
     body = got.get_body(preferencelist=("plain",))
     assert body is not None
     assert "Zürich Robotics" in body.get_content()
