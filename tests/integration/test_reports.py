@@ -297,7 +297,7 @@ def test_render_rewrites_identical_files_without_a_run_or_the_upstream(
         },
     )
     assert cli.exit_code == 0, cli.output
-    assert "re-rendered 1 statements" in cli.output
+    assert "re-rendered 1 statement of" in cli.output
     assert one_org.read_bytes() == before["org-0002.csv"]
     assert count(sqlite_url, "billing_run") == runs
 
