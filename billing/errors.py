@@ -11,6 +11,7 @@
     │   ├── UsageContractError      a page does not match the contract (names page and field)
     │   └── IncompleteUsage         grouped usage does not add up to the per-org totals
     ├── StorageError                the database refused a write or is behind on migrations
+    │   └── LedgerMissing           a reading command found no database or no schema
     ├── PeriodBusy                  a run cannot start: another run holds the period's lock
     ├── InvoiceStateError           the invoice's state does not allow the action (void a draft)
     └── OutputError                 a statement or email could not be written
@@ -63,6 +64,10 @@ class UsageContractError(UsageError):
 
 class StorageError(BillingError):
     """The database could not store the close."""
+
+
+class LedgerMissing(StorageError):
+    """The ledger a reading command needs does not exist yet (no database, or no schema)."""
 
 
 class PeriodBusy(BillingError):

@@ -72,7 +72,13 @@ def decimal_to_minor(amount: Decimal, currency: str) -> int:
 def format_minor(amount: Decimal, currency: str) -> str:
     """The one text form of an amount: exactly the currency's minor-unit digits, never an
     exponent (USD 108.37 and 0.00, JPY 1234, BHD 1.250); refuses an amount with sub-units."""
-    return format(minor_to_decimal(decimal_to_minor(amount, currency), currency), "f")
+    return format(at_minor_units(amount, currency), "f")
+
+
+def at_minor_units(amount: Decimal, currency: str) -> Decimal:
+    """A stored amount with exactly the currency's places, whatever scale the database read it
+    back with (PostgreSQL's NUMERIC keeps 12); refuses an amount with sub-units."""
+    return minor_to_decimal(decimal_to_minor(amount, currency), currency)
 
 
 def format_quantity(value: Decimal) -> str:

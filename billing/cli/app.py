@@ -4,33 +4,46 @@ run the demo; the ledger commands (invoices, runs, email, void) come from billin
 
 from __future__ import annotations
 
-import logging
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as installed_version
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from pydantic import SecretStr
-from rich.table import Table
 
-from billing.catalog import check_catalog, load_rate_cards
-from billing.cli.console import err, load_settings, out, progress
+# The close, the database and the PDF library are imported inside the commands that use them,
+# so that `billing --help` and `billing --version` answer at once.
+from billing.cli.console import (
+    FormatOption,
+    OutputFormat,
+    add_row,
+    configure_logging,
+    data_table,
+    emit_records,
+    err,
+    error_line,
+    literal,
+    load_settings,
+    out,
+    print_json,
+    progress,
+)
 from billing.cli.ledger import email_app, invoices_app, runs_app, void_command
-from billing.close.distributed import RunProgress
-from billing.close.inline import close_period, finalize_period, quote_org, rerate_period
-from billing.close.publish import CloseResult, render_statements
-from billing.close.steps import CloseOptions, totals_by_currency
-from billing.config import Settings
-from billing.db.engine import open_ledger
 from billing.errors import BillingError, ConfigError
-from billing.money import minor_to_decimal, round_quantity
+from billing.money import at_minor_units
 from billing.periods import BillingPeriod
-from billing.rating import describe_pricing
-from billing.statements import formatting
-from billing.usage.faults import FAULT_SPEC_HELP, FaultPlan
+from billing.usage.faults import FAULT_SPEC_HELP
+from billing.wording import plural
+
+if TYPE_CHECKING:
+    from billing.close.distributed import RunProgress
+    from billing.close.publish import CloseResult
+    from billing.close.steps import CloseOptions
+    from billing.config import Settings
 
 app = typer.Typer(
     help="MKA1 billing: close a month of sandbox usage into invoices and statements.",
@@ -52,45 +65,125 @@ app.add_typer(email_app, name="email")
 app.command("void")(void_command)
 
 
+def _print_version(wanted: bool) -> None:
+    if wanted:
+        try:
+            number = installed_version("mka1-billing")
+        except PackageNotFoundError:  # pragma: no cover - run from a tree that is not installed
+            number = "unknown"
+        out.print(f"billing {number}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    show_version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_print_version,
+            is_eager=True,
+            metavar="",
+            help="Print the version and exit.",
+        ),
+    ] = False,
+) -> None:
+    """MKA1 billing: close a month of sandbox usage into invoices and statements."""
+
+
+MAX_PORT = 65535
+
 # Invoices a close lists on the terminal; summary.csv lists them all.
 SHOWN_INVOICES = 50
 
 
-def print_result(result: CloseResult, settings: Settings) -> None:
-    drafts = f" ({result.drafts} drafts)" if result.drafts else ""
-    table = Table(title=f"Closed {result.period}: {len(result.invoices)} invoices{drafts}")
-    for column in ("org", "name", "invoice", "state", "total", "contact"):
-        table.add_column(column, justify="right" if column == "total" else "left")
-    for invoice in result.invoices[:SHOWN_INVOICES]:
-        table.add_row(
-            invoice.org_id,
-            invoice.org_name,
-            invoice.invoice_number,
-            invoice.status,
-            formatting.money(invoice.total, invoice.currency, settings.locale),
-            ", ".join(invoice.emails) or "[yellow](no contact)[/yellow]",
+CLOSE_COLUMNS = ("org", "name", "invoice", "state", "currency", "total", "contact")
+
+
+def print_result(
+    result: CloseResult, settings: Settings, output: OutputFormat = OutputFormat.TABLE
+) -> None:
+    """What a close, re-rate or finalize did: its invoices, totals and the orgs' outcomes."""
+    from rich.text import Text
+
+    from billing.close.steps import totals_by_currency
+    from billing.statements import formatting
+
+    records = [
+        {
+            "org": invoice.org_id,
+            "name": invoice.org_name,
+            "invoice": invoice.invoice_number,
+            "state": invoice.status,
+            "currency": invoice.currency,
+            "total": at_minor_units(invoice.total, invoice.currency),
+            "contact": ", ".join(invoice.emails),
+        }
+        for invoice in result.invoices
+    ]
+    totals = totals_by_currency(result.invoices)
+    outcomes = [item for item in result.org_outcomes if item["action"] != "drafted"]
+    if output is OutputFormat.JSON:
+        print_json(
+            {
+                "period": str(result.period),
+                "run": result.run_id,
+                "invoices": records,
+                "totals": {currency: Decimal(total) for currency, total in totals.items()},
+                "outcomes": outcomes,
+                "usage_pages": result.pages_fetched,
+                "usage_results": result.report.usage_results,
+                "results_without_memory": result.report.results_without_memory,
+                "emails_sent": result.emails_sent,
+                "statements": str(result.folder),
+                "summary": str(result.summary_path),
+            }
         )
-    out.print(table)
-    if len(result.invoices) > SHOWN_INVOICES:
-        hidden = len(result.invoices) - SHOWN_INVOICES
-        out.print(f"... and {hidden} more invoices: every one is in {result.summary_path}")
-    for currency, total in totals_by_currency(result.invoices).items():
+        return
+    if output is OutputFormat.CSV:
+        emit_records(output, CLOSE_COLUMNS, records, title="")
+        return
+    drafts = f" ({plural(result.drafts, 'draft')})" if result.drafts else ""
+    shown = records[:SHOWN_INVOICES]
+    emit_records(
+        output,
+        CLOSE_COLUMNS,
+        shown,
+        title=f"Closed {result.period}: {plural(len(records), 'invoice')}{drafts}",
+        table_columns=("org", "name", "invoice", "state", "total", "contact"),
+        shown_as={
+            "total": lambda row: formatting.money(
+                row["total"],  # type: ignore[arg-type]
+                str(row["currency"]),
+                settings.locale,
+            ),
+            "contact": lambda row: row["contact"] or Text("(no contact)", style="yellow"),
+        },
+        right=("total",),
+    )
+    if len(records) > SHOWN_INVOICES:
+        hidden = len(records) - SHOWN_INVOICES
+        out.print(
+            f"... and {plural(hidden, 'more invoice')}: every one is in "
+            f"{literal(result.summary_path)} (or use --format csv)"
+        )
+    for currency, total in totals.items():
         out.print(
             f"total {currency}: {formatting.money(Decimal(total), currency, settings.locale)}"
         )
-    for item in result.org_outcomes:
-        if item["action"] != "drafted":
-            out.print(f"{item['org_id']}: {item['action']} {item['detail']}".rstrip())
+    for item in outcomes:
+        out.print(f"{literal(item['org_id'])}: {item['action']} {literal(item['detail'])}".rstrip())
     out.print(
-        f"{result.pages_fetched} usage pages, {result.report.usage_results} usage results, "
-        f"{result.emails_sent} emails handed to the '{settings.email_backend}' backend"
+        f"{plural(result.pages_fetched, 'usage page')}, "
+        f"{plural(result.report.usage_results, 'usage result')}, "
+        f"{plural(result.emails_sent, 'email')} handed to the '{settings.email_backend}' backend"
     )
     if result.report.results_without_memory:
         out.print(
-            f"[yellow]{result.report.results_without_memory} usage results had no memory "
-            "figure (billed as 0 GiB-hours)[/yellow]"
+            f"[yellow]{plural(result.report.results_without_memory, 'usage result')} had no "
+            "memory figure (billed as 0 GiB-hours)[/yellow]"
         )
-    out.print(f"statements: {result.folder}\nsummary:    {result.summary_path}")
+    out.print(f"statements: {literal(result.folder)}\nsummary:    {literal(result.summary_path)}")
 
 
 def _dispatch_close(
@@ -100,6 +193,9 @@ def _dispatch_close(
     org_ids: tuple[str, ...] = (),
     options: CloseOptions | None = None,
 ) -> CloseResult | None:
+    from billing.close.inline import close_period
+    from billing.close.steps import CloseOptions
+
     options = options or CloseOptions()
     if settings.broker_url:
         from rich.progress import Progress
@@ -142,13 +238,16 @@ def _dispatch_close(
 DraftOption = Annotated[
     bool,
     typer.Option(
-        "--draft", help="Stop at drafts (statements marked DRAFT, no email); finalize later."
+        "--draft",
+        metavar="",
+        help="Stop at drafts (statements marked DRAFT, no email); finalize later.",
     ),
 ]
 ReissueOption = Annotated[
     bool,
     typer.Option(
         "--reissue",
+        metavar="",
         help="Where a finalized invoice's total changed: void it and issue a replacement "
         "instead of a correction on the next period.",
     ),
@@ -166,34 +265,47 @@ WaitOption = Annotated[
 
 @app.command()
 def close(
-    period: Annotated[str, typer.Option("--period", help="The UTC month to close, YYYY-MM.")],
+    period: Annotated[
+        str, typer.Option("--period", metavar="PERIOD", help="The UTC month to close, YYYY-MM.")
+    ],
     org: Annotated[
         list[str] | None,
-        typer.Option("--org", help="Close only this org (repeatable): a partial close."),
+        typer.Option(
+            "--org", metavar="ORG", help="Close only this org (repeatable): a partial close."
+        ),
     ] = None,
     draft: DraftOption = False,
     reissue: ReissueOption = False,
     wait: WaitOption = 0.0,
+    output: FormatOption = OutputFormat.TABLE,
 ) -> None:
     """Close a month: fetch usage, rate it, store and finalize invoices, write statements,
     hand over emails. Finalized invoices never change: differences become corrections."""
+    from billing.close.steps import CloseOptions
+
     settings = load_settings()
     options = CloseOptions(draft=draft, reissue=reissue, wait_seconds=wait)
     result = _dispatch_close(
         settings, BillingPeriod.parse(period), "cli", tuple(org or ()), options
     )
     if result is not None:
-        print_result(result, settings)
+        print_result(result, settings, output)
 
 
 @app.command()
 def rerate(
-    period: Annotated[str, typer.Option("--period", help="The UTC month to re-rate, YYYY-MM.")],
+    period: Annotated[
+        str, typer.Option("--period", metavar="PERIOD", help="The UTC month to re-rate, YYYY-MM.")
+    ],
     draft: DraftOption = False,
     reissue: ReissueOption = False,
     wait: WaitOption = 0.0,
+    output: FormatOption = OutputFormat.TABLE,
 ) -> None:
     """Re-rate a closed month from its stored usage snapshot (no call to the MKA1 API)."""
+    from billing.close.inline import rerate_period
+    from billing.close.steps import CloseOptions
+
     settings = load_settings()
     result = rerate_period(
         settings,
@@ -201,43 +313,61 @@ def rerate(
         progress=progress,
         options=CloseOptions(draft=draft, reissue=reissue, wait_seconds=wait),
     )
-    print_result(result, settings)
+    print_result(result, settings, output)
 
 
 @app.command()
 def finalize(
-    period: Annotated[str, typer.Option("--period", help="The month whose drafts to finalize.")],
+    period: Annotated[
+        str,
+        typer.Option("--period", metavar="PERIOD", help="The month whose drafts to finalize."),
+    ],
     wait: WaitOption = 0.0,
+    output: FormatOption = OutputFormat.TABLE,
 ) -> None:
     """Finalize a month's drafts: number them, freeze them, write final statements, email."""
+    from billing.close.inline import finalize_period
+
     settings = load_settings()
     result = finalize_period(
         settings, BillingPeriod.parse(period), progress=progress, wait_seconds=wait
     )
-    print_result(result, settings)
+    print_result(result, settings, output)
 
 
 @app.command()
 def emulator(
-    port: Annotated[int, typer.Option(help="TCP port (0 picks a free one).")] = 8765,
-    orgs: Annotated[int, typer.Option(min=1, help="Number of synthetic orgs.")] = 12,
-    seed: Annotated[int, typer.Option(help="Seed of the synthetic data.")] = 1,
-    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    page_size: Annotated[int, typer.Option(min=1, help="Usage results per page.")] = 500,
-    api_key: Annotated[str | None, typer.Option(help="Require this bearer token.")] = None,
+    port: Annotated[
+        int, typer.Option(metavar="PORT", help="TCP port (0 picks a free one).")
+    ] = 8765,
+    orgs: Annotated[int, typer.Option(min=1, metavar="N", help="Number of synthetic orgs.")] = 12,
+    seed: Annotated[int, typer.Option(metavar="SEED", help="Seed of the synthetic data.")] = 1,
+    host: Annotated[str, typer.Option(metavar="HOST", help="Address to listen on.")] = "127.0.0.1",
+    page_size: Annotated[
+        int, typer.Option(min=1, metavar="N", help="Usage results per page.")
+    ] = 500,
+    api_key: Annotated[
+        str | None, typer.Option(metavar="KEY", help="Require this bearer token.")
+    ] = None,
     latency: Annotated[
-        float, typer.Option(min=0, help="Seconds to wait before every response.")
+        float,
+        typer.Option(min=0, metavar="SECONDS", help="Seconds to wait before every response."),
     ] = 0.0,
     fault: Annotated[
-        list[str] | None, typer.Option(help=f"Inject a fault; repeatable. {FAULT_SPEC_HELP}")
+        list[str] | None,
+        typer.Option(metavar="FAULT", help=f"Inject a fault; repeatable. {FAULT_SPEC_HELP}"),
     ] = None,
     retry_after: Annotated[
-        str, typer.Option(help="Retry-After of injected 429/503: seconds or an HTTP date.")
+        str,
+        typer.Option(
+            metavar="WHEN", help="Retry-After of injected 429/503: seconds or an HTTP date."
+        ),
     ] = "1",
     late_from: Annotated[
         datetime | None,
         typer.Option(
             formats=["%Y-%m-%d"],
+            metavar="YYYY-MM-DD",
             help="Hold back usage from this UTC day on (serve again without it: late usage).",
         ),
     ] = None,
@@ -247,7 +377,12 @@ def emulator(
     With --latency or --fault it misbehaves on purpose, e.g. --fault 503@2x3 --fault drop@2.
     """
     from billing.usage.emulator import SyntheticUsage, UsageEmulator, serve_emulator
+    from billing.usage.faults import FaultPlan
 
+    if not 0 <= port <= MAX_PORT:
+        raise ConfigError(
+            f"--port {port} is out of range: give a port from 1 to {MAX_PORT}, or 0 for a free one"
+        )
     try:
         faults = FaultPlan.from_specs(fault or [], latency, retry_after)
     except ValueError as problem:
@@ -260,7 +395,13 @@ def emulator(
         api_key=api_key,
         faults=faults,
     )
-    server = serve_emulator(usage_emulator, host, port)
+    try:
+        server = serve_emulator(usage_emulator, host, port)
+    except OSError as error:
+        raise ConfigError(
+            f"cannot listen on {host}:{port}: {error.strerror or error}; "
+            "pick another --port (0 picks a free one) or --host"
+        ) from None
     bound_host, bound_port = server.server_address[:2]
     out.print(f"usage emulator for {orgs} orgs (seed {seed}) on http://{bound_host!s}:{bound_port}")
     try:
@@ -273,13 +414,18 @@ def emulator(
 
 @app.command()
 def demo(
-    orgs: Annotated[int, typer.Option(min=1, help="Number of synthetic orgs.")] = 12,
-    seed: Annotated[int, typer.Option(help="Seed of the synthetic data.")] = 1,
+    orgs: Annotated[int, typer.Option(min=1, metavar="N", help="Number of synthetic orgs.")] = 12,
+    seed: Annotated[int, typer.Option(metavar="SEED", help="Seed of the synthetic data.")] = 1,
     period: Annotated[
-        str | None, typer.Option(help="Month to close (default: the previous one).")
+        str | None,
+        typer.Option(metavar="PERIOD", help="Month to close, YYYY-MM (default: the previous one)."),
     ] = None,
+    output: FormatOption = OutputFormat.TABLE,
 ) -> None:
     """Start the emulator on a free loopback port and close the previous month against it."""
+    from pydantic import SecretStr
+
+    from billing.close.inline import close_period
     from billing.usage.emulator import running_emulator
 
     chosen = BillingPeriod.parse(period) if period else BillingPeriod.previous_to(datetime.now(UTC))
@@ -292,80 +438,130 @@ def demo(
             f"closing {chosen} into {settings.database_url}"
         )
         result = close_period(settings, chosen, trigger="demo", progress=progress)
-    print_result(result, settings)
+    print_result(result, settings, output)
 
 
 @ratecards_app.command("check")
 def ratecards_check(
     path: Annotated[
-        Path | None, typer.Argument(help="Rate-card folder (default: BILLING_RATE_CARDS).")
+        Path | None,
+        typer.Argument(metavar="FOLDER", help="Rate-card folder (default: BILLING_RATE_CARDS)."),
     ] = None,
     orgs: Annotated[
-        Path | None, typer.Option(help="Org directory (default: BILLING_ORGS).")
+        Path | None,
+        typer.Option(metavar="FILE", help="Org directory (default: BILLING_ORGS)."),
     ] = None,
 ) -> None:
-    """Validate every rate card and the org directory; list each problem with file and line."""
+    """Validate every rate card and the org directory; list each problem with file and line,
+    then the months each card (and so each org) can be billed for."""
+    from billing.catalog import check_catalog, load_org_directory, load_rate_cards
+    from billing.catalog.coverage import (
+        card_uses,
+        describe_months,
+        months_every_org_can_be_billed,
+    )
+
     settings = load_settings()
     cards_folder = path or settings.rate_cards
-    problems = check_catalog(cards_folder, orgs or settings.orgs)
+    orgs_file = orgs or settings.orgs
+    problems = check_catalog(cards_folder, orgs_file)
     for problem in problems:
         err.print(problem, highlight=False, soft_wrap=True, markup=False)
     if problems:
         raise ConfigError(f"{len(problems)} problem(s) in the rate cards or the org directory")
     catalog = load_rate_cards(cards_folder)
     out.print(f"ok: {len(catalog.cards)} rate-card versions of {len(catalog.ids())} cards")
+    uses = card_uses(catalog, load_org_directory(orgs_file))
+    for use in uses:
+        out.print(
+            f"{literal(use.card_id)} bills {describe_months(use.months)}: "
+            f"{literal(use.orgs_text())}",
+            soft_wrap=True,
+        )
+    every = describe_months(months_every_org_can_be_billed(uses))
+    out.print(f"every org can be billed for {every}", soft_wrap=True)
 
 
 @ratecards_app.command("show")
 def ratecards_show(
     card_id: Annotated[str, typer.Argument(metavar="ID", help="The rate card id.")],
-    period: Annotated[str, typer.Option("--period", help="The month, YYYY-MM.")],
+    period: Annotated[str, typer.Option("--period", metavar="PERIOD", help="The month, YYYY-MM.")],
+    output: FormatOption = OutputFormat.TABLE,
 ) -> None:
     """Print the version of a card that applies to a month, and its prices."""
+    from billing.catalog import load_rate_cards
+    from billing.rating import describe_pricing
+
     settings = load_settings()
     card = load_rate_cards(settings.rate_cards).card_for(
         card_id, BillingPeriod.parse(period), "(ratecards show)"
     )
-    until = f" until {card.effective_until}" if card.effective_until else ""
-    out.print(
-        f"rate card {card.id} version {card.version}{until} ({card.currency}) from {card.source}"
-    )
-    table = Table()
-    for column in ("charge", "meter", "session kind", "included", "price"):
-        table.add_column(column)
-    for price in card.meters:
-        table.add_row(
-            price.name,
-            price.meter,
-            price.session_kind or "any",
-            str(price.included),
-            describe_pricing(price),
+    columns = ("charge", "meter", "session kind", "included", "price")
+    prices = [
+        dict(
+            zip(
+                columns,
+                (
+                    price.name,
+                    price.meter,
+                    price.session_kind or "any",
+                    price.included,
+                    describe_pricing(price),
+                ),
+                strict=True,
+            )
         )
-    out.print(table)
-    if card.minimum_charge is not None:
+        for price in card.meters
+    ]
+    if output is OutputFormat.JSON:
+        print_json(
+            {
+                "id": card.id,
+                "version": card.version,
+                "effective_until": card.effective_until,
+                "currency": card.currency,
+                "source": str(card.source),
+                "minimum_charge": card.minimum_charge,
+                "prices": prices,
+            }
+        )
+        return
+    if output is OutputFormat.TABLE:
+        until = f" until {card.effective_until}" if card.effective_until else ""
+        out.print(
+            f"rate card {literal(card.id)} version {literal(card.version)}{until} "
+            f"({card.currency}) from {literal(card.source)}"
+        )
+    emit_records(output, columns, prices, title="")
+    if output is OutputFormat.TABLE and card.minimum_charge is not None:
         out.print(f"minimum charge per org and period: {card.minimum_charge} {card.currency}")
 
 
 @app.command()
 def quote(
-    period: Annotated[str, typer.Option("--period", help="The month, YYYY-MM.")],
-    org: Annotated[str, typer.Option("--org", help="The org id.")],
+    period: Annotated[str, typer.Option("--period", metavar="PERIOD", help="The month, YYYY-MM.")],
+    org: Annotated[str, typer.Option("--org", metavar="ORG", help="The org id.")],
 ) -> None:
     """Price one org's usage for a month without storing anything (a dry run)."""
+    from billing.close.inline import quote_org
+    from billing.money import minor_to_decimal, round_quantity
+    from billing.statements import formatting
+
     settings = load_settings()
     invoice, report = quote_org(settings, BillingPeriod.parse(period), org)
     if invoice is None:
-        out.print(f"org {org} has no usage in {period}: nothing to bill")
+        out.print(f"org {literal(org)} has no usage in {period}: nothing to bill")
         return
     currency = invoice.currency
-    table = Table(
-        title=f"Quote for {org} ({invoice.org.name}), {period}: "
-        f"rate card {invoice.rate_card.id}@{invoice.rate_card.version}"
+    table = data_table(
+        f"Quote for {literal(org)} ({literal(invoice.org.name)}), {period}: "
+        f"rate card {literal(invoice.rate_card.id)}@{literal(invoice.rate_card.version)}",
+        ("charge", "quantity", "billable", "price", "amount"),
+        right=("quantity", "billable", "amount"),
     )
-    for column in ("charge", "quantity", "billable", "price", "amount"):
-        table.add_column(column, justify="left" if column in ("charge", "price") else "right")
     for charge in invoice.charges:
-        table.add_row(
+        add_row(
+            table,
             charge.description,
             f"{round_quantity(charge.quantity, 4)} {charge.unit}",
             str(round_quantity(charge.billable, 4)),
@@ -375,27 +571,34 @@ def quote(
             ),
         )
     total = minor_to_decimal(invoice.total_minor, currency)
-    table.add_row("Total", "", "", "", formatting.money(total, currency, settings.locale))
+    add_row(table, "Total", "", "", "", formatting.money(total, currency, settings.locale))
     out.print(table)
-    out.print(f"{report.usage_results} usage results; nothing was stored")
+    out.print(f"{plural(report.usage_results, 'usage result')}; nothing was stored")
 
 
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Apply every pending migration to BILLING_DATABASE_URL."""
+    from billing.db.engine import open_ledger
+
     open_ledger(load_settings(), migrate=True).dispose()
     out.print("database is at the newest schema")
 
 
 @statements_app.command("render")
 def statements_render(
-    period: Annotated[str, typer.Option("--period", help="The closed month, YYYY-MM.")],
+    period: Annotated[
+        str, typer.Option("--period", metavar="PERIOD", help="The closed month, YYYY-MM.")
+    ],
     org: Annotated[
-        str | None, typer.Option("--org", help="Only this org's PDF and CSV statement.")
+        str | None,
+        typer.Option("--org", metavar="ORG", help="Only this org's PDF and CSV statement."),
     ] = None,
 ) -> None:
     """Re-render statements and reports from the stored invoices (no re-rating, no upstream
     call, no email)."""
+    from billing.close.publish import render_statements
+
     settings = load_settings()
     result = render_statements(
         settings,
@@ -404,16 +607,16 @@ def statements_render(
         progress=progress,
     )
     out.print(
-        f"re-rendered {result.count} statements of {result.period} "
-        f"({len(result.files)} files) in {result.folder}"
+        f"re-rendered {plural(result.count, 'statement')} of {result.period} "
+        f"({plural(len(result.files), 'file')}) in {literal(result.folder)}"
     )
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point: expected failures exit 1 with one line on stderr, never a traceback."""
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    configure_logging()
     try:
         app(args=list(argv) if argv is not None else None, standalone_mode=True)
     except BillingError as error:
-        err.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
+        error_line(str(error))
         sys.exit(1)

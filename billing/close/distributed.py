@@ -23,6 +23,7 @@ from sqlalchemy import Engine, delete, select
 from sqlmodel import Session, col
 
 from billing.close.fetch import close_query, fetch_checked, http_client, record_fetch
+from billing.close.preflight import Operation, preflight
 from billing.close.pricing import load_pricing
 from billing.close.publish import (
     load_cost_centre_map,
@@ -137,8 +138,17 @@ def begin_close(
     """Record a distributed run of the period, or raise PeriodBusy if one is under way."""
     pricing = load_pricing(settings, period)
     load_cost_centre_map(settings)
-    query = close_query(settings, pricing, org_ids)
     options = options or CloseOptions()
+    preflight(
+        settings,
+        period,
+        Operation.CLOSE,
+        now=now(),
+        draft=options.draft,
+        pricing=pricing,
+        org_ids=org_ids,
+    )
+    query = close_query(settings, pricing, org_ids)
     with ledger(settings) as engine, hold_period(engine, str(period), 0, log.info, now):
         with Session(engine) as session:
             run_id = start_close(

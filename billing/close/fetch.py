@@ -24,6 +24,7 @@ from billing.usage.completeness import (
     compare_org_totals,
     reference_org_totals,
 )
+from billing.wording import plural
 
 Progress = Callable[[str], None]
 
@@ -144,7 +145,7 @@ def check_completeness(
             f"({shown}{more}); nothing was billed, retry the close later or report it upstream"
         )
     fetched.completeness = "passed"
-    progress(f"completeness check passed for {len(reference)} orgs")
+    progress(f"completeness check passed for {plural(len(reference), 'org')}")
 
 
 def usage_client(settings: Settings, http: httpx.Client) -> UsageClient:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -17,6 +18,14 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 
 from billing.close.fetch import close_query, fetch_checked, http_client, usage_client
+from billing.close.preflight import (
+    Operation,
+    check_api_key,
+    check_drafts_cover_month,
+    check_snapshot_covers_month,
+    is_month_to_date,
+    preflight,
+)
 from billing.close.pricing import Pricing, load_pricing
 from billing.close.publish import CloseResult, Progress, load_cost_centre_map, publish_statements
 from billing.close.runs import (
@@ -49,6 +58,7 @@ from billing.errors import BillingError, InvoiceStateError
 from billing.periods import BillingPeriod
 from billing.rating import UsageAggregate, rate_org
 from billing.usage.client import UsageClient, UsageQuery
+from billing.wording import plural, span
 
 log = logging.getLogger(__name__)
 
@@ -112,13 +122,15 @@ class LocalRun:
                 cards |= {card_of(invoice) for invoice in batch}
             if rest := orgs_to_revisit(session, pricing.period, org_ids) - seen:
                 store([], rest)
-        self.say(f"rated {len(seen)} orgs from {report.usage_results} usage results")
+        self.say(
+            f"rated {plural(len(seen), 'org')} from {plural(report.usage_results, 'usage result')}"
+        )
         record_rating(self.outcome, (dataclasses.asdict(item) for item in outcomes), cards)
         drafted = sum(1 for item in outcomes if item.action in ("drafted", "reissued"))
-        self.say(f"stored {drafted} draft invoices of {pricing.period}")
-        for item in outcomes:
-            if item.action != "drafted":
-                self.say(f"{item.org_id}: {item.action} {item.detail}".rstrip())
+        # One line per event: each org's outcome is listed once, in the result; here the counts.
+        others = Counter(item.action for item in outcomes if item.action != "drafted")
+        besides = "".join(f"; {count} {action}" for action, count in sorted(others.items()))
+        self.say(f"stored {plural(drafted, 'draft invoice')} of {pricing.period}{besides}")
         if not options.draft:
             self.finalize(pricing.period, set(org_ids) or None)
         return self.publish(pricing.period, self.run_id)
@@ -129,8 +141,8 @@ class LocalRun:
         self.outcome.finalized_count = finalized.count
         if finalized.count:
             self.say(
-                f"finalized {finalized.count} invoices of {period}: "
-                f"{finalized.first} to {finalized.last}"
+                f"finalized {plural(finalized.count, 'invoice')} of {period}: "
+                f"{span(str(finalized.first), str(finalized.last))}"
             )
         return finalized.count
 
@@ -196,6 +208,7 @@ def quote_org(
     http: httpx.Client | None = None,
 ) -> tuple[RatedInvoice | None, RatingReport]:
     """Price one org's usage for a period without storing anything (the dry run before a close)."""
+    check_api_key(settings)
     pricing = load_pricing(settings, period)
     with _http_session(settings, http) as session_http:
         client = usage_client(settings, session_http)
@@ -228,6 +241,21 @@ def close_period(
     say = progress or log.info
     pricing = load_pricing(settings, period)
     load_cost_centre_map(settings)  # a bad map fails before anything is fetched
+    started = now()
+    preflight(
+        settings,
+        period,
+        Operation.CLOSE,
+        now=started,
+        draft=options.draft,
+        pricing=pricing,
+        org_ids=org_ids,
+    )
+    if is_month_to_date(period, started):
+        say(
+            f"{period} has not ended: these drafts are month-to-date, "
+            f"up to {started:%Y-%m-%d %H:%M} UTC"
+        )
     query = close_query(settings, pricing, org_ids)
 
     def start(session: Session) -> tuple[int, None]:
@@ -267,6 +295,8 @@ def rerate_period(
     corrections (or reissues)."""
     say = progress or log.info
     pricing = load_pricing(settings, period)
+    load_cost_centre_map(settings)
+    preflight(settings, period, Operation.RERATE, now=now(), draft=options.draft, pricing=pricing)
 
     def start(session: Session) -> tuple[int, SnapshotSource]:
         source = latest_snapshot_run(session, str(period))
@@ -275,6 +305,7 @@ def rerate_period(
                 f"no usage snapshot of {period} to re-rate: "
                 f"run billing close --period {period} first"
             )
+        check_snapshot_covers_month(source, period, draft=options.draft)
         partial = json.loads(source.request_params or "{}").get("org_ids")
         if partial:
             raise BillingError(
@@ -315,8 +346,11 @@ def finalize_period(
 ) -> CloseResult:
     """Finalize the drafts of a period (numbers them, freezes them), then render and email."""
     say = progress or log.info
+    load_cost_centre_map(settings)
+    preflight(settings, period, Operation.FINALIZE, now=now())
 
     def start(session: Session) -> tuple[int, DraftingRun | None]:
+        check_drafts_cover_month(session, period)
         drafted_by = drafting_run(session, period)
         run_id = start_recorded_run(
             session,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -14,13 +15,14 @@ from sqlmodel import Session, col
 
 from billing.config import Settings
 from billing.db.engine import open_ledger
+from billing.db.outbox import pending_void_notices
 from billing.db.period_reads import (
     invoice_summaries,
     iter_statements,
     live_invoice_ids,
     period_org_totals,
 )
-from billing.db.repository import RunOutcome, load_statements
+from billing.db.repository import RunOutcome, load_statements, statements_for
 from billing.db.tables import BillingRun, Invoice
 from billing.domain import InvoiceSummary, RatingReport, Statement
 from billing.email.messages import StatementDocuments
@@ -29,16 +31,26 @@ from billing.errors import BillingError, StorageError
 from billing.periods import BillingPeriod
 from billing.statements.allocation import CostCentreMap, load_cost_centres
 from billing.statements.csv_files import statement_csv
-from billing.statements.files import period_folder, safe_stem, sweep_abandoned, write_atomically
+from billing.statements.files import (
+    period_folder,
+    safe_stem,
+    sweep_abandoned,
+    void_stem,
+    write_atomically,
+)
 from billing.statements.parallel import render_pdfs, render_processes
 from billing.statements.pdf import StatementRenderer, shared_renderer, template_environment
 from billing.statements.period_reports import PeriodReportWriter
 from billing.statements.reports import RunFacts
 from billing.states import RunStatus
+from billing.wording import plural
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[str], None]
+
+# Statements rendered between two progress lines of a long publish or re-render.
+PROGRESS_EVERY = 100
 
 
 @dataclass(frozen=True)
@@ -164,9 +176,15 @@ def publish_statements(
             outbox.send_for(documents)
             writer.add(documents.statement)
             written += 1
+            if written % PROGRESS_EVERY == 0:
+                say(
+                    f"rendered {plural(written, 'statement')} so far, "
+                    f"{plural(outbox.report.sent, 'email')} sent"
+                )
         renderer = shared_renderer(settings) if outbox.waiting else None
         if renderer is not None:
             outbox.send_remaining(lambda stored: render_documents(renderer, stored))
+        outbox.send_notices()  # of invoices this close voided (--reissue), or a void left
         with Session(engine) as session:
             invoices = invoice_summaries(session, period)  # with the states sending set
             previous = period_org_totals(session, period.previous())
@@ -177,7 +195,7 @@ def publish_statements(
         say(f"email {cut_off} was cut off before the server replied: marked unknown")
     if delivery.messages:
         say(f"emails: {delivery.describe()}")
-    say(f"wrote {written} statements, the summary and the reports to {folder}")
+    say(f"wrote {plural(written, 'statement')}, the summary and the reports to {folder}")
     return CloseResult(
         run_id=run_id,
         period=period,
@@ -243,6 +261,55 @@ def run_facts(
     )
 
 
+def publish_void(settings: Settings, engine: Engine, invoice: Invoice, say: Progress) -> Path:
+    """After a void (the period's lock held): the invoice's statements are kept as
+    `<org>-<number>-VOID.pdf|csv`, marked VOID, instead of the org's live `<org>.pdf|csv`; the
+    period's reports are written again without rendering any other statement; the void
+    notice is sent. Returns the kept PDF."""
+    period = BillingPeriod.parse(invoice.period)
+    folder = output_folder(settings, period, say)
+    with Session(engine) as session:
+        [statement] = statements_for(session, period, [invoice])
+    renderer = shared_renderer(settings)
+    kept = dataclasses.replace(
+        documents_of(statement, renderer.pdf(statement)),
+        stem=void_stem(invoice.org_id, statement.invoice_number),
+    )
+    write_documents(folder, kept)
+    for suffix in (".pdf", ".csv"):
+        (folder / f"{safe_stem(invoice.org_id)}{suffix}").unlink(missing_ok=True)
+    write_period_reports(settings, engine, period, folder, say)
+    with Session(engine) as session:
+        notices = pending_void_notices(session, invoice.id or 0)
+    with OutboxSender(
+        settings, engine, period, renderer.environment, folder, delivery_ids=notices
+    ) as outbox:
+        outbox.send_notices()
+    if outbox.report.messages:
+        say(f"void notice of {statement.invoice_number}: {outbox.report.describe()}")
+    return folder / f"{kept.stem}.pdf"
+
+
+def write_period_reports(
+    settings: Settings, engine: Engine, period: BillingPeriod, folder: Path, say: Progress
+) -> None:
+    """summary.csv, changes.csv, allocation.csv and summary.pdf again from the stored
+    invoices, with no statement rendered."""
+    with Session(engine) as session:
+        if not live_invoice_ids(session, period):
+            say(f"no invoices of {period} stand; the period's reports are left as they were")
+            return
+        previous = period_org_totals(session, period.previous())
+        latest = session.execute(
+            select(func.max(col(Invoice.run_id))).where(col(Invoice.period) == str(period))
+        ).scalar_one_or_none()
+        facts = run_facts(session, latest, settings)
+    with report_writer(settings, folder, period, load_cost_centre_map(settings)) as writer:
+        for statement in iter_statements(engine, period):
+            writer.add(statement)
+        writer.finish(previous, facts)
+
+
 @dataclass(frozen=True)
 class RenderResult:
     """What a re-render wrote: how many statements it read back, and the files."""
@@ -303,6 +370,8 @@ def render_statements(
                     writer.add(documents.statement)
                     files += [folder / f"{documents.stem}.pdf", folder / f"{documents.stem}.csv"]
                     count += 1
+                    if count % PROGRESS_EVERY == 0:
+                        say(f"rendered {plural(count, 'statement')} so far")
                 files += writer.finish(previous, facts)
     except SQLAlchemyError as error:
         raise StorageError(
@@ -311,5 +380,5 @@ def render_statements(
         ) from None
     finally:
         engine.dispose()
-    say(f"re-rendered {count} statements of {period} into {folder}")
+    say(f"re-rendered {plural(count, 'statement')} of {period} into {folder}")
     return RenderResult(period=period, folder=folder, count=count, files=files)

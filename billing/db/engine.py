@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -10,13 +11,13 @@ from typing import Any
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.engine import make_url
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
 
 from alembic import command
 from billing.config import PROJECT_ROOT, Settings
-from billing.errors import ConfigError, StorageError
+from billing.errors import ConfigError, LedgerMissing, StorageError
 
 MIGRATIONS = PROJECT_ROOT / "alembic"
 
@@ -29,12 +30,28 @@ def normalise_url(url: str) -> str:
     return url
 
 
-def make_engine(url: str) -> Engine:
-    """An engine for a database URL; SQLite gets foreign keys, WAL and a busy timeout."""
+SUPPORTED_BACKENDS = ("sqlite", "postgresql")
+
+
+def parse_database_url(url: str) -> URL:
+    """The parsed URL of a database this service can use (SQLite or PostgreSQL), or one line
+    naming the setting and what to write instead."""
     try:
         parsed = make_url(normalise_url(url))
     except ArgumentError:
         raise ConfigError(f"BILLING_DATABASE_URL {url!r} is not a database URL") from None
+    if parsed.get_backend_name() not in SUPPORTED_BACKENDS:
+        raise ConfigError(
+            f"BILLING_DATABASE_URL {parsed.render_as_string(hide_password=True)!r}: "
+            f"{parsed.get_backend_name()!r} databases are not supported; use "
+            "sqlite:///billing.db or postgresql://user@host:5432/db"
+        )
+    return parsed
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for a database URL; SQLite gets foreign keys, WAL and a busy timeout."""
+    parsed = parse_database_url(url)
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database
         if database and database != ":memory:":
@@ -59,11 +76,25 @@ def alembic_config(url: str) -> Config:
     return config
 
 
+# The PostgreSQL advisory lock that migrations hold ("billing" in ASCII); the period locks of
+# billing/db/locks.py use keys hashed from their names.
+MIGRATION_LOCK_KEY = 0x62696C6C696E67
+
+
 def upgrade_schema(engine: Engine) -> None:
-    """Bring the database to the newest migration (the schema is never made by create_all)."""
+    """Bring the database to the newest migration (the schema is never made by create_all).
+
+    Migrations hold a lock of their own while they run: an advisory lock of the migration's
+    transaction on PostgreSQL, a file lock beside a SQLite file. So two first runs at once
+    never both make the schema: the second waits for the first, then finds it current.
+    """
     config = alembic_config(engine.url.render_as_string(hide_password=False))
     try:
-        with engine.begin() as connection:
+        with _sqlite_migration_lock(engine), engine.begin() as connection:
+            if engine.dialect.name == "postgresql":
+                connection.execute(
+                    text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY}
+                )
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
     except OperationalError as error:
@@ -71,6 +102,19 @@ def upgrade_schema(engine: Engine) -> None:
             f"cannot migrate the database at {engine.url.render_as_string(hide_password=True)}: "
             f"{str(error.orig).strip().splitlines()[0]}"
         ) from None
+
+
+@contextmanager
+def _sqlite_migration_lock(engine: Engine) -> Iterator[None]:
+    """An exclusive flock on `<database file>.migrate.lock` while a SQLite file is migrated
+    (its own write lock does not serialise two migrations: the loser finds tables made)."""
+    database = engine.url.database
+    if engine.dialect.name != "sqlite" or not database or database == ":memory:":
+        yield
+        return
+    with Path(f"{database}.migrate.lock").open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
 
 
 def ledger_engine(url: str, *, migrate: bool = True) -> Engine:
@@ -97,6 +141,48 @@ def ledger(settings: Settings, *, migrate: bool | None = None) -> Iterator[Engin
         yield engine
     finally:
         engine.dispose()
+
+
+@contextmanager
+def existing_ledger(settings: Settings, *, newest_only: bool = True) -> Iterator[Engine]:
+    """The ledger as it stands, for commands that only read: never created, never migrated;
+    LedgerMissing (one line: which URL, what to run) when there is no database or schema, and
+    a StorageError when its schema is older than this version's (unless not `newest_only`)."""
+    parsed = parse_database_url(settings.database_url)
+    shown = parsed.render_as_string(hide_password=True)
+    todo = "run billing db upgrade (or billing close) first, or check BILLING_DATABASE_URL"
+    database = parsed.database
+    on_disk = parsed.get_backend_name() == "sqlite" and database and database != ":memory:"
+    if on_disk and not Path(str(database)).expanduser().is_file():
+        raise LedgerMissing(f"no ledger at {shown}: the file does not exist; {todo}")
+    engine = make_engine(settings.database_url)
+    try:
+        try:
+            revision = current_revision(engine)
+        except OperationalError as error:
+            first = str(error.orig).strip().splitlines()[0] if error.orig else str(error)
+            raise StorageError(f"cannot open the ledger at {shown}: {first}; {todo}") from None
+        if revision is None:
+            raise LedgerMissing(f"no ledger at {shown}: the database has no billing schema; {todo}")
+        if newest_only and revision != newest_revision():
+            raise StorageError(
+                f"the ledger at {shown} is at migration {revision}, not the newest "
+                f"({newest_revision()}): run billing db upgrade"
+            )
+        yield engine
+    finally:
+        engine.dispose()
+
+
+def newest_revision() -> str | None:
+    """The head migration this version of the service ships."""
+    return ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
+
+
+def current_revision(engine: Engine) -> str | None:
+    """The migration the database is at (None: no schema yet); reads, never writes."""
+    with engine.connect() as connection:
+        return MigrationContext.configure(connection).get_current_revision()
 
 
 def schema_is_current(engine: Engine) -> bool:

@@ -12,7 +12,7 @@ from sqlmodel import Session, col
 from billing.close.publish import render_documents
 from billing.close.steps import who_started
 from billing.config import Settings
-from billing.db.engine import ledger, open_ledger
+from billing.db.engine import existing_ledger, open_ledger
 from billing.db.locks import hold_period, write_transaction
 from billing.db.outbox import contacts_of, deliveries, queue_resend
 from billing.db.tables import Invoice
@@ -45,7 +45,7 @@ class DeliveryRow:
 
 
 def email_status(settings: Settings, period: BillingPeriod) -> list[DeliveryRow]:
-    with ledger(settings) as engine, Session(engine) as session:
+    with existing_ledger(settings) as engine, Session(engine) as session:
         return [
             DeliveryRow(
                 org_id=row.org_id,

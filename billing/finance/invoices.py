@@ -11,9 +11,9 @@ from decimal import Decimal
 from sqlalchemy import func, or_, select
 from sqlmodel import Session, col
 
-from billing.close.publish import render_statements
+from billing.close.publish import publish_void
 from billing.config import Settings
-from billing.db.engine import ledger
+from billing.db.engine import existing_ledger, ledger
 from billing.db.ledger import void_invoice
 from billing.db.locks import hold_period, write_transaction
 from billing.db.repository import load_statements
@@ -21,7 +21,6 @@ from billing.db.tables import BillingRun, Invoice, InvoiceCorrection, InvoiceLin
 from billing.domain import Statement
 from billing.errors import BillingError, InvoiceStateError
 from billing.periods import BillingPeriod
-from billing.statements.files import period_folder, safe_stem
 
 
 @dataclass(frozen=True)
@@ -48,7 +47,7 @@ def list_invoices(
     org_id: str | None = None,
 ) -> list[InvoiceRow]:
     """Invoices, newest period first, filtered by period, state or org."""
-    with ledger(settings) as engine:
+    with existing_ledger(settings) as engine:
         lines = (
             select(col(InvoiceLine.invoice_id), func.count().label("n"))
             .group_by(col(InvoiceLine.invoice_id))
@@ -121,7 +120,7 @@ def _find(session: Session, reference: str) -> Invoice:
 
 
 def invoice_detail(settings: Settings, reference: str) -> InvoiceDetail:
-    with ledger(settings) as engine, Session(engine) as session:
+    with existing_ledger(settings) as engine, Session(engine) as session:
         invoice = _find(session, reference)
         statement = next(
             (
@@ -180,31 +179,34 @@ def void(
         raise InvoiceStateError("a void needs a reason: pass --reason TEXT")
     with ledger(settings) as engine:
         with Session(engine) as session:
-            period = _find(session, reference).period
-        with (
-            hold_period(engine, period, wait_seconds, progress, now),
-            write_transaction(engine) as session,
-        ):
-            invoice = _find(session, reference)
-            void_invoice(session, invoice, reason, now())
-            session.flush()
-            session.expunge(invoice)
-    _withdraw_statement_files(settings, invoice, progress)
+            period = _find_number(session, reference).period
+        with hold_period(engine, period, wait_seconds, progress, now):
+            with write_transaction(engine) as session:
+                invoice = _find_number(session, reference)
+                void_invoice(session, invoice, reason, now())
+                session.flush()
+                session.expunge(invoice)
+            kept = publish_void(settings, engine, invoice, progress)
+    progress(f"{invoice.number}'s statements are kept, marked VOID, as {kept.name} and .csv")
     return invoice
 
 
-def _withdraw_statement_files(
-    settings: Settings, invoice: Invoice, progress: Callable[[str], None]
-) -> None:
-    """A void invoice's PDF and CSV leave the period folder; the period's summary and reports
-    are written again from the invoices that stand."""
-    folder = period_folder(settings.output_dir, invoice.period)
-    for suffix in (".pdf", ".csv"):
-        (folder / f"{safe_stem(invoice.org_id)}{suffix}").unlink(missing_ok=True)
-    try:
-        render_statements(settings, BillingPeriod.parse(invoice.period), progress=progress)
-    except BillingError:
-        progress(f"no invoices of {invoice.period} stand after the void; no statements written")
+def _find_number(session: Session, reference: str) -> Invoice:
+    """An issued invoice by its number (INV-2026-000123) only: ids stay internal."""
+    invoice: Invoice | None = (
+        session.execute(select(Invoice).where(col(Invoice.number) == reference)).scalars().first()
+    )
+    if invoice is not None:
+        return invoice
+    if reference.strip().isdigit():
+        raise BillingError(
+            f"{reference!r} is not an invoice number: billing void takes a number such as "
+            "INV-2026-000123, never an id (billing invoices list shows the numbers)"
+        )
+    raise BillingError(
+        f"no invoice numbered {reference!r}: give a number such as INV-2026-000123 "
+        "(billing invoices list shows them)"
+    )
 
 
 @dataclass(frozen=True)
@@ -221,7 +223,7 @@ class RunDetail:
 def list_runs(
     settings: Settings, *, period: BillingPeriod | None = None, limit: int = 20
 ) -> list[BillingRun]:
-    with ledger(settings) as engine:
+    with existing_ledger(settings) as engine:
         query = select(BillingRun).order_by(col(BillingRun.id).desc()).limit(limit)
         if period is not None:
             query = query.where(col(BillingRun.period) == str(period))
@@ -232,7 +234,7 @@ def list_runs(
 
 
 def run_detail(settings: Settings, run_id: int) -> RunDetail:
-    with ledger(settings) as engine:
+    with existing_ledger(settings) as engine:
         with Session(engine) as session:
             run = session.get(BillingRun, run_id)
             if run is None:

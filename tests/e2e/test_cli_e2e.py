@@ -64,7 +64,7 @@ def test_cli_close_over_http_on_postgres(emulator_url: str, pg_url: str, tmp_pat
         (["close", "--period", "2026-13"], {}, "period 2026-13 is out of range"),
         (
             ["close", "--period", "2026-10"],
-            {"MKA1_BASE_URL": "http://127.0.0.1:9", "MKA1_MAX_ATTEMPTS": "1"},
+            {"MKA1_BASE_URL": "http://127.0.0.1:9", "MKA1_MAX_ATTEMPTS": "1", "MKA1_API_KEY": "k"},
             "page 1",
         ),
         (

@@ -179,3 +179,29 @@ def test_version_and_a_help_that_imports_no_database_or_pdf_library(tmp_path: Pa
     )
     assert "HEAVY []" in done.stdout
     assert (BIN / "billing").exists()
+
+
+@pytest.mark.postgres
+def test_json_and_csv_amounts_have_the_currencys_places_on_postgresql(
+    hostile_upstream: str, tmp_path: Path, pg_url: str
+) -> None:
+    """PostgreSQL reads amounts back with 12 places: the listings still write 25.27, not
+    25.270000000000, and quantities without trailing zeros."""
+    env = {**environment(hostile_upstream, tmp_path), "BILLING_DATABASE_URL": pg_url}
+    closed = run_billing("close", "--period", "2026-10", "--format", "json", env=env, cwd=tmp_path)
+    assert_clean(closed)
+    listed = json.loads(
+        run_billing("invoices", "list", "--format", "json", env=env, cwd=tmp_path).stdout
+    )
+    assert listed
+    for row in listed:
+        assert len(row["total"].split(".")[1]) == 2, row["total"]
+    shown = json.loads(
+        run_billing(
+            "invoices", "show", listed[0]["number"], "--format", "json", env=env, cwd=tmp_path
+        ).stdout
+    )
+    assert len(shown["total"].split(".")[1]) == 2
+    for charge in shown["charges"]:
+        assert len(charge["amount"].split(".")[1]) == 2, charge["amount"]
+        assert not charge["quantity"].endswith("0") or "." not in charge["quantity"], charge

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -39,6 +39,11 @@ NOVEMBER = BillingPeriod.parse("2026-11")
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 LATE_DAYS = 4  # the last days of October arrive after its invoices were finalized
 DRAFT = CloseOptions(draft=True)
+
+
+def after_november() -> datetime:
+    """A clock past the end of November (a month is closed once it has ended)."""
+    return max(datetime.now(UTC), NOVEMBER.end + timedelta(hours=1))
 
 
 @contextmanager
@@ -169,7 +174,7 @@ def test_late_usage_becomes_a_correction_on_the_next_period_to_the_cent(
         ):  # summed here: SQLite's SUM of decimal text would go through a float
             pending[str(org)] = pending.get(str(org), Decimal(0)) + Decimal(str(amount))
         assert pending == {org: due[org] - billed.get(org, Decimal(0)) for org in corrected}
-        november = close_period(settings, NOVEMBER)
+        november = close_period(settings, NOVEMBER, now=after_november)
 
     totals = assert_period_agrees(database_url, november.folder, str(NOVEMBER))
     for org in corrected:
@@ -362,7 +367,7 @@ def test_finalize_in_batches_numbers_in_org_order_and_bills_waiting_corrections(
         close_period(settings, OCTOBER)
     with upstream(make_settings, database_url) as (settings, _base_url):
         close_period(settings, OCTOBER)  # the late days become corrections for November
-        close_period(settings, NOVEMBER, options=DRAFT)
+        close_period(settings, NOVEMBER, options=DRAFT, now=after_november)
     waiting = rows(
         database_url,
         "SELECT DISTINCT org_id FROM invoice_correction WHERE applied_invoice_id IS NULL",
@@ -370,9 +375,9 @@ def test_finalize_in_batches_numbers_in_org_order_and_bills_waiting_corrections(
     assert waiting, "the late days must leave corrections waiting for November"
     ((numbered,),) = rows(database_url, "SELECT count(*) FROM invoice WHERE number IS NOT NULL")
 
-    final = finalize_period(settings, NOVEMBER)
+    final = finalize_period(settings, NOVEMBER, now=after_november)
 
-    year = datetime.now(UTC).year
+    year = after_november().year
     november = rows(
         database_url,
         "SELECT org_id, number, status, contact_emails, id FROM invoice "
