@@ -7,10 +7,10 @@ UV := .tools/bin/uv
 VENV := .venv
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
-# pytest-xdist worker processes for the test targets (0: one process); `--dist loadgroup` keeps the
-# tests that share a Redis database on one worker (xdist_group marks)
+# pytest-xdist worker processes for the test targets (0: one process); `--dist loadfile` keeps each
+# module on one worker, so the tests that share a Redis database never run at once
 TEST_WORKERS ?= 2
-PYTEST_PARALLEL := -n $(TEST_WORKERS) --dist loadgroup
+PYTEST_PARALLEL := -n $(TEST_WORKERS) --dist loadfile
 
 .PHONY: demo test test-unit install system-deps test-system-deps services lint format check bench bench-rating bench-memory bench-close bench-workers bench-scale clean
 

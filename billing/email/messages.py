@@ -67,10 +67,52 @@ def _contact_addresses(statement: Statement) -> tuple[Address, ...]:
     return tuple(Address(addr_spec=address) for address in dict.fromkeys(statement.emails))
 
 
+def _message_id(kind: str, key: str) -> str:
+    """A Message-ID that is the same for every send of one document (duplicates can be spotted)."""
+    return f"<{kind}-{hashlib.sha256(key.encode()).hexdigest()[:24]}@billing.mka1>"
+
+
 def statement_message_id(statement: Statement) -> str:
-    """A Message-ID that is the same for every send of one invoice (duplicates can be spotted)."""
-    key = f"{statement.invoice_number}:{statement.org_id}"
-    return f"<statement-{hashlib.sha256(key.encode()).hexdigest()[:24]}@billing.mka1>"
+    """The Message-ID of every send of one invoice's statement."""
+    return _message_id("statement", f"{statement.invoice_number}:{statement.org_id}")
+
+
+@dataclass(frozen=True)
+class Letterhead:
+    """Who a message is from (BILLING_EMAIL_FROM, BILLING_EMAIL_REPLY_TO), the issuer it names,
+    and the locale its amounts are written in."""
+
+    sender: str
+    issuer_name: str
+    locale: str
+    reply_to: str | None = None
+
+    def context(self, name: str, document: object, total: Decimal, currency: str) -> Context:
+        """What a template sees: the document under `name`, the issuer and the written total."""
+        written = formatting.money(total, currency, self.locale)
+        return {name: document, "issuer_name": self.issuer_name, "total": written}
+
+
+Context = dict[str, object]
+
+
+def _headed_message(
+    environment: Environment,
+    letterhead: Letterhead,
+    context: Context,
+    to: tuple[Address, ...],
+    templates: str,
+) -> EmailMessage:
+    """A message from the letterhead to `to` with a one-line Subject from the `templates`
+    subject.txt; the caller sets Date and Message-ID. A malformed sender is a ConfigError."""
+    message = EmailMessage()
+    message["From"] = _mailbox(letterhead.sender, "BILLING_EMAIL_FROM")
+    message["To"] = to
+    if letterhead.reply_to:
+        message["Reply-To"] = _mailbox(letterhead.reply_to, "BILLING_EMAIL_REPLY_TO")
+    subject = environment.get_template(f"{templates}subject.txt").render(context)
+    message["Subject"] = _single_line(subject)
+    return message
 
 
 def build_statement_email(
@@ -88,17 +130,10 @@ def build_statement_email(
     a contact address that is not plain, is a ConfigError (nothing is built).
     """
     statement = documents.statement
-    context = {
-        "s": statement,
-        "issuer_name": issuer_name,
-        "total": formatting.money(statement.total, statement.currency, locale),
-    }
-    message = EmailMessage()
-    message["From"] = _mailbox(sender, "BILLING_EMAIL_FROM")
-    message["To"] = _contact_addresses(statement)
-    if reply_to:
-        message["Reply-To"] = _mailbox(reply_to, "BILLING_EMAIL_REPLY_TO")
-    message["Subject"] = _single_line(environment.get_template("email/subject.txt").render(context))
+    letterhead = Letterhead(sender, issuer_name, locale, reply_to)
+    context = letterhead.context("s", statement, statement.total, statement.currency)
+    to = _contact_addresses(statement)
+    message = _headed_message(environment, letterhead, context, to, "email/")
     message["Date"] = formatdate(statement.issued_at.timestamp(), usegmt=True)
     message["Message-ID"] = statement_message_id(statement)
     message.set_content(environment.get_template("email/statement.txt").render(context))
@@ -133,33 +168,16 @@ class VoidNotice:
 
 def void_notice_message_id(notice: VoidNotice) -> str:
     """The same for every send of one invoice's void notice."""
-    key = f"void:{notice.invoice_number}:{notice.org_id}"
-    return f"<void-notice-{hashlib.sha256(key.encode()).hexdigest()[:24]}@billing.mka1>"
+    return _message_id("void-notice", f"void:{notice.invoice_number}:{notice.org_id}")
 
 
 def build_void_notice(
-    notice: VoidNotice,
-    environment: Environment,
-    sender: str,
-    issuer_name: str,
-    locale: str,
-    *,
-    reply_to: str | None = None,
+    notice: VoidNotice, environment: Environment, letterhead: Letterhead
 ) -> EmailMessage:
     """The message telling an invoice's contacts that it is cancelled (no attachments)."""
-    context = {
-        "n": notice,
-        "issuer_name": issuer_name,
-        "total": formatting.money(notice.total, notice.currency, locale),
-    }
-    message = EmailMessage()
-    message["From"] = _mailbox(sender, "BILLING_EMAIL_FROM")
-    message["To"] = tuple(Address(addr_spec=address) for address in notice.recipients)
-    if reply_to:
-        message["Reply-To"] = _mailbox(reply_to, "BILLING_EMAIL_REPLY_TO")
-    message["Subject"] = _single_line(
-        environment.get_template("email/void_subject.txt").render(context)
-    )
+    context = letterhead.context("n", notice, notice.total, notice.currency)
+    to = tuple(Address(addr_spec=address) for address in notice.recipients)
+    message = _headed_message(environment, letterhead, context, to, "email/void_")
     message["Date"] = formatdate(notice.voided_at.timestamp(), usegmt=True)
     message["Message-ID"] = void_notice_message_id(notice)
     message.set_content(environment.get_template("email/void_notice.txt").render(context))

@@ -34,6 +34,7 @@ from billing.db.outbox import (
 from billing.db.period_reads import iter_statements
 from billing.domain import Statement
 from billing.email.messages import (
+    Letterhead,
     StatementDocuments,
     VoidNotice,
     build_statement_email,
@@ -157,14 +158,12 @@ class OutboxSender:
             )
 
     def _notice_message(self, notice: VoidNotice, batch: Batch) -> EmailMessage:
-        return build_void_notice(
-            dataclasses.replace(notice, recipients=batch.recipients),
-            self._environment,
-            self._settings.email_from,
-            self._settings.issuer_name,
-            self._settings.locale,
-            reply_to=self._settings.email_reply_to,
+        settings = self._settings
+        letterhead = Letterhead(
+            settings.email_from, settings.issuer_name, settings.locale, settings.email_reply_to
         )
+        recipients = dataclasses.replace(notice, recipients=batch.recipients)
+        return build_void_notice(recipients, self._environment, letterhead)
 
     def _send(self, batch: Batch, compose: Callable[[Batch], EmailMessage], name: str) -> None:
         """Claim the batch's rows, hand its message over as `name`, record the result."""

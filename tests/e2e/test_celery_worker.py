@@ -23,7 +23,7 @@ from tests.support.processes import BIN, free_port, run_billing, start_billing
 from tests.support.smtp_servers import RunningServer
 
 # One pytest-xdist worker runs this module (`--dist loadgroup`): its tests share Redis database 13.
-pytestmark = [pytest.mark.e2e, pytest.mark.postgres, pytest.mark.xdist_group("redis-db-13")]
+pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 
 REDIS_DB = 13  # this suite's own Redis database number
 PERIOD = BillingPeriod.parse("2026-10")
