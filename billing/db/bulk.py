@@ -12,6 +12,8 @@ from sqlalchemy import Connection, Dialect, Table, insert, text
 from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session, SQLModel
 
+from billing.errors import StorageError
+
 # Rows per executemany on the fallback path: bounds the parameter lists held at once.
 FALLBACK_BATCH_ROWS = 5_000
 
@@ -52,6 +54,12 @@ def copy_rows(
         with driver.cursor() as cursor, cursor.copy(copy) as loader:
             for row in rows:
                 loader.write_row(row)
+    except psycopg.errors.ProgramLimitExceeded as error:
+        raise StorageError(
+            f"a value is too long for PostgreSQL to index in {table.name} "
+            f"({str(error).strip().splitlines()[0]}): an id of several thousand bytes; "
+            "nothing was stored, report the id upstream"
+        ) from None
     except psycopg.Error as error:
         raise DBAPIError.instance(copy.as_string(driver), None, error, psycopg.Error) from error
 

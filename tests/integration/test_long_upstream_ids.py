@@ -3,23 +3,32 @@ equal, in files with short, distinct names; and the migrations still match the t
 
 from __future__ import annotations
 
+import secrets
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from pydantic import SecretStr
+from sqlmodel import Session
 
 from billing.close.inline import close_period
 from billing.config import Settings
 from billing.db.engine import make_engine, upgrade_schema
-from billing.db.tables import metadata
+from billing.db.snapshots import store_snapshot_page
+from billing.db.tables import BillingRun, metadata
+from billing.domain import UsageRecord
+from billing.errors import StorageError
 from billing.periods import BillingPeriod
 from billing.usage.emulator import UsageEmulator, serve_emulator
 from billing.usage.synthetic import SyntheticUsage
 from tests.support.agreement import rows
+
+NOW = datetime(2026, 11, 2, 6, 0, tzinfo=UTC)
 
 PERIOD = BillingPeriod.parse("2026-10")
 # Longer than the former VARCHAR(255) columns; the synthetic usage makes each org's API keys
@@ -114,3 +123,48 @@ def test_the_migrated_schema_matches_the_tables(database_url: str) -> None:
         differences = compare_metadata(context, metadata)
     engine.dispose()
     assert differences == []
+
+
+@pytest.mark.postgres
+def test_an_id_beyond_what_postgresql_can_index_is_one_storage_error(pg_url: str) -> None:
+    """Past about 2,700 bytes (incompressible) a btree index entry cannot hold an id: the
+    snapshot store says so in one line instead of a driver traceback, and stores nothing."""
+    huge = "org-" + secrets.token_hex(4_000)
+    record = UsageRecord(
+        bucket_start=1_790_812_800,
+        bucket_end=1_790_899_200,
+        org_id=huge,
+        api_key_id=None,
+        user_id=None,
+        duration_ms=1_000,
+        reserved_memory_mib=None,
+        peak_memory_mib=None,
+        workspace_bytes_in=0,
+        workspace_bytes_out=0,
+        num_sessions=1,
+        request_count=1,
+        num_operations=1,
+        files_changed_count=0,
+        oom_killed_count=0,
+        session_kind=None,
+    )
+    engine = make_engine(pg_url)
+    upgrade_schema(engine)
+    try:
+        with Session(engine) as session:
+            run = BillingRun(
+                period="2026-10", status="running", trigger="test", started_at=NOW, upstream_url="x"
+            )
+            session.add(run)
+            session.commit()
+            assert run.id is not None
+            run_id = run.id
+        with pytest.raises(StorageError) as refused, Session(engine) as session, session.begin():
+            store_snapshot_page(session, run_id, 1, [record])
+        message = str(refused.value)
+        assert "\n" not in message
+        assert "too long for PostgreSQL to index in usage_snapshot" in message
+        assert huge not in message
+    finally:
+        engine.dispose()
+    assert rows(pg_url, "SELECT count(*) FROM usage_snapshot") == [(0,)]
