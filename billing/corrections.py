@@ -8,9 +8,10 @@ from decimal import Decimal
 
 from billing.domain import RatedInvoice
 from billing.money import minor_to_decimal, round_quantity
+from billing.states import ChargeClass
 
-CORRECTION = "correction"
-USAGE = "usage"
+CORRECTION = ChargeClass.CORRECTION
+USAGE = ChargeClass.USAGE
 
 
 @dataclass(frozen=True, slots=True)

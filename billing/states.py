@@ -5,6 +5,7 @@
     run stage   fetching ─▶ rating ─▶ publishing ─▶ reporting      (a distributed run)
     unit        queued ─▶ running ─▶ done | failed | parked        (one step of a distributed run)
     delivery    pending ─▶ sending ─▶ sent | failed | unknown      (one email of the outbox)
+    credit      grant ─▶ consumption | expiry | reversal             (an org's credit balance)
 
 The values are what the database stores; a StrEnum compares equal to its value, so rows read
 back as plain strings match these members.
@@ -79,3 +80,33 @@ class DeliveryKind(StrEnum):
     STATEMENT = "statement"
     RESEND = "resend"
     VOID_NOTICE = "void_notice"
+    CREDIT_NOTE = "credit_note"
+
+
+class ChargeClass(StrEnum):
+    """What a charge (and its chargeback lines) is: priced usage, a correction of an earlier
+    invoice, a reviewer's adjustment of a draft, or the org's credit balance applied to (or a
+    negative total carried into) it."""
+
+    USAGE = "usage"
+    CORRECTION = "correction"
+    ADJUSTMENT = "adjustment"
+    CREDIT = "credit"
+
+
+class CreditEntryKind(StrEnum):
+    """One entry of an org's credit-balance ledger: money in (a grant: prepaid, a credit note,
+    a negative total carried over), money out (used by an invoice, expired), or a reversal of
+    a use when the invoice that used it is voided."""
+
+    GRANT = "grant"
+    CONSUMPTION = "consumption"
+    EXPIRY = "expiry"
+    REVERSAL = "reversal"
+
+
+class CreditSettlement(StrEnum):
+    """How a credit note is settled: money paid back, or a credit balance for later invoices."""
+
+    REFUND = "refund"
+    CREDIT = "credit"

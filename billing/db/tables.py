@@ -86,6 +86,8 @@ class BillingRun(SQLModel, table=True):
     stage: str | None = Field(default=None, max_length=16)
     heartbeat_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime()))
     batches_total: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    # A close under BILLING_REVIEW_DAYS: its drafts are finalized by beat at this time (0010).
+    review_deadline: datetime | None = Field(default=None, sa_column=Column(UTCDateTime()))
 
 
 def _count() -> Column[int]:
@@ -177,6 +179,10 @@ class Invoice(SQLModel, table=True):
         default=None,
         sa_column=Column(Integer, ForeignKey("invoice.id", name="fk_invoice_replaces")),
     )
+    # The terms it was priced under, so a reviewer's adjustment can be discounted and the
+    # minimum recomputed without re-rating (0010); None: no discount, no minimum.
+    discount_percent: Decimal | None = Field(default=None, sa_column=Column(ExactDecimal()))
+    minimum_charge: Decimal | None = Field(default=None, sa_column=Column(ExactDecimal()))
 
 
 class InvoiceDailyUsage(SQLModel, table=True):
@@ -296,6 +302,7 @@ class InvoiceNumberSequence(SQLModel, table=True):
 
 
 STATEMENT_DELIVERY = text(f"kind = '{DeliveryKind.STATEMENT}'")
+CREDIT_NOTE_DELIVERY = text(f"kind = '{DeliveryKind.CREDIT_NOTE}'")
 
 
 class EmailDelivery(SQLModel, table=True):
@@ -317,6 +324,14 @@ class EmailDelivery(SQLModel, table=True):
         ),
         Index("ix_delivery_period_status", "period", "status"),
         Index("ix_delivery_invoice", "invoice_id"),
+        Index(
+            "uq_delivery_credit_note_recipient",
+            "credit_note_id",
+            "recipient",
+            unique=True,
+            postgresql_where=CREDIT_NOTE_DELIVERY,
+            sqlite_where=CREDIT_NOTE_DELIVERY,
+        ),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -334,6 +349,11 @@ class EmailDelivery(SQLModel, table=True):
     created_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
     last_attempt_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime()))
     sent_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime()))
+    # A credit note's email (kind credit_note): invoice_id is the invoice it credits (0010).
+    credit_note_id: int | None = Field(
+        default=None,
+        sa_column=Column(Integer, ForeignKey("credit_note.id", name="fk_delivery_credit_note")),
+    )
 
 
 class RunTask(SQLModel, table=True):
@@ -355,6 +375,152 @@ class RunTask(SQLModel, table=True):
     result: str | None = Field(default=None, sa_column=Column(Text))
     error: str | None = Field(default=None, sa_column=Column(Text))
     updated_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+
+
+OPEN_HOLD = text("released_at IS NULL")
+LIVE_ADJUSTMENT = text("cancelled_at IS NULL")
+
+
+class ReviewHold(SQLModel, table=True):
+    """A reviewer's hold on an org's draft of a period: the review window's end does not
+    finalize it until it is released. Kept by org and period, so it survives a re-close that
+    replaces the draft; released holds stay as the audit trail."""
+
+    __tablename__ = "review_hold"
+    __table_args__ = (
+        Index(
+            "uq_review_hold_open",
+            "org_id",
+            "period",
+            unique=True,
+            postgresql_where=OPEN_HOLD,
+            sqlite_where=OPEN_HOLD,
+        ),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    org_id: str = Field(sa_column=_upstream_text())
+    period: str = Field(max_length=7)
+    reason: str = Field(sa_column=Column(Text, nullable=False))
+    held_by: str = Field(max_length=200)
+    held_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    released_by: str | None = Field(default=None, max_length=200)
+    released_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime()))
+
+
+class InvoiceAdjustment(SQLModel, table=True):
+    """A reviewer's signed adjustment of an org's draft of a period, on one meter or as a free
+    text line; re-applied to every draft that replaces it and billed when it is finalized."""
+
+    __tablename__ = "invoice_adjustment"
+    __table_args__ = (
+        Index("ix_adjustment_org_period", "org_id", "period"),
+        _reference_index("ix_adjustment_applied", "applied_invoice_id"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    org_id: str = Field(sa_column=_upstream_text())
+    period: str = Field(max_length=7)
+    meter: str | None = Field(default=None, max_length=50)  # None: a free-text line
+    description: str = Field(sa_column=Column(Text, nullable=False))
+    amount: Decimal = Field(sa_column=_exact())  # as entered, before the org's discount
+    currency: str = Field(max_length=3)
+    reason: str = Field(sa_column=Column(Text, nullable=False))
+    created_by: str = Field(max_length=200)
+    created_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    cancelled_by: str | None = Field(default=None, max_length=200)
+    cancelled_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime()))
+    cancel_reason: str | None = Field(default=None, sa_column=Column(Text))
+    applied_invoice_id: int | None = Field(
+        default=None,
+        sa_column=Column(Integer, ForeignKey("invoice.id", name="fk_adjustment_applied")),
+    )
+
+
+class CreditNote(SQLModel, table=True):
+    """A document that credits part or all of a finalized invoice: its own gapless number per
+    year (CN-YYYY-NNNNNN), refunded or kept as the org's credit balance. Never changes."""
+
+    __tablename__ = "credit_note"
+    __table_args__ = (Index("ix_credit_note_invoice", "invoice_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    number: str = Field(max_length=32, unique=True)
+    invoice_id: int = Field(sa_column=Column(Integer, ForeignKey("invoice.id"), nullable=False))
+    org_id: str = Field(sa_column=_upstream_text(index=True))
+    org_name: str = Field(sa_column=_upstream_text())
+    contact_emails: str = Field(default="", sa_column=Column(Text, nullable=False))
+    billing_address: str = Field(default="", sa_column=Column(Text, nullable=False))
+    period: str = Field(max_length=7)
+    currency: str = Field(max_length=3)
+    total: Decimal = Field(sa_column=_exact())  # the amount credited, positive
+    reason: str = Field(sa_column=Column(Text, nullable=False))
+    settlement: str = Field(max_length=16)  # CreditSettlement
+    created_by: str = Field(max_length=200)
+    created_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+
+
+class CreditNoteLine(SQLModel, table=True):
+    """What a credit note credits of one line of its invoice (meter, API key, user), positive."""
+
+    __tablename__ = "credit_note_line"
+    __table_args__ = (Index("ix_credit_note_line_note", "credit_note_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    credit_note_id: int = Field(
+        sa_column=Column(Integer, ForeignKey("credit_note.id", ondelete="CASCADE"), nullable=False)
+    )
+    meter: str = Field(max_length=50)
+    description: str = Field(sa_column=Column(Text, nullable=False))
+    unit: str = Field(max_length=20)
+    charge_class: str = Field(max_length=16)
+    api_key_id: str | None = Field(default=None, sa_column=_upstream_text(nullable=True))
+    user_id: str | None = Field(default=None, sa_column=_upstream_text(nullable=True))
+    amount: Decimal = Field(sa_column=_exact())
+
+
+class CreditNoteNumberSequence(SQLModel, table=True):
+    """The last credit-note number issued in a year; locked while a number is handed out."""
+
+    __tablename__ = "credit_note_number_sequence"
+
+    year: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    last_number: int = 0
+
+
+class CreditEntry(SQLModel, table=True):
+    """One movement of an org's credit balance in one currency: a grant (+), a consumption by
+    an invoice (-), an expiry (-) or a reversal of a consumption (+). The balance is their
+    sum; consumptions and expiries name the grant they draw on."""
+
+    __tablename__ = "credit_entry"
+    __table_args__ = (
+        Index("ix_credit_entry_org", "org_id", "currency"),
+        _reference_index("ix_credit_entry_grant", "grant_id"),
+        _reference_index("ix_credit_entry_invoice", "invoice_id"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    org_id: str = Field(sa_column=_upstream_text())
+    currency: str = Field(max_length=3)
+    kind: str = Field(max_length=16)  # CreditEntryKind
+    amount: Decimal = Field(sa_column=_exact())
+    grant_id: int | None = Field(
+        default=None,
+        sa_column=Column(Integer, ForeignKey("credit_entry.id", name="fk_credit_entry_grant")),
+    )
+    invoice_id: int | None = Field(
+        default=None,
+        sa_column=Column(Integer, ForeignKey("invoice.id", name="fk_credit_entry_invoice")),
+    )
+    credit_note_id: int | None = Field(
+        default=None,
+        sa_column=Column(Integer, ForeignKey("credit_note.id", name="fk_credit_entry_note")),
+    )
+    reason: str = Field(sa_column=Column(Text, nullable=False))
+    expires_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime()))
+    created_by: str = Field(max_length=200)
+    created_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
 
 
 metadata = SQLModel.metadata

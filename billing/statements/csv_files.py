@@ -12,7 +12,7 @@ from decimal import Decimal, InvalidOperation
 from billing.domain import MINIMUM_CHARGE_METER, Statement, StatementCharge
 from billing.money import format_minor, format_quantity
 from billing.statements.formatting import utc_timestamp
-from billing.states import InvoiceStatus
+from billing.states import ChargeClass, InvoiceStatus
 
 SERVICE_NAME = "MKA1 Sandbox"
 
@@ -112,6 +112,23 @@ def list_unit_price(charge: StatementCharge | None, unit: str) -> str:
         return ""
 
 
+# FOCUS ChargeCategory and our ChargeClass per stored charge class (the minimum top-up is an
+# Adjustment of the usage): LEDGER.md's "Order of operations" says what each class is.
+_CATEGORY_AND_CLASS = {
+    ChargeClass.USAGE: ("Usage", ""),
+    ChargeClass.CORRECTION: ("Usage", "Correction"),
+    ChargeClass.ADJUSTMENT: ("Adjustment", "Adjustment"),
+    ChargeClass.CREDIT: ("Credit", ""),
+}
+
+
+def charge_category_and_class(meter: str, charge_class: str) -> tuple[str, str]:
+    """The CSV's ChargeCategory and ChargeClass of a line."""
+    if meter == MINIMUM_CHARGE_METER and charge_class == ChargeClass.USAGE:
+        return ("Adjustment", "")
+    return _CATEGORY_AND_CLASS[ChargeClass(charge_class)]
+
+
 def to_csv(header: Sequence[str], rows: Iterable[Sequence[str]]) -> bytes:
     """UTF-8 CSV with CRLF line ends; every cell is already a plain string."""
     buffer = io.StringIO(newline="")
@@ -131,7 +148,7 @@ def statement_csv(statement: Statement) -> bytes:
     rows = []
     for line in statement.lines:
         charge = charges.get(line.charge_key)
-        correction = line.charge_class == "correction"
+        category, charge_class = charge_category_and_class(line.meter, line.charge_class)
         amount = format_minor(line.amount, statement.currency)
         quantity = format_quantity(line.quantity)
         rows.append(
@@ -144,8 +161,8 @@ def statement_csv(statement: Statement) -> bytes:
                 period_end,
                 period_start,
                 period_end,
-                "Adjustment" if line.meter == MINIMUM_CHARGE_METER else "Usage",
-                "Correction" if correction else "",
+                category,
+                charge_class,
                 neutralise(charge.description if charge else line.meter),
                 quantity,
                 neutralise(line.unit),

@@ -23,6 +23,7 @@ NEW_REVISIONS = [
     "0007_fast_invoice_writes",
     "0008_snapshot_by_org",
     "0009_upstream_ids_any_length",
+    "0010_review_and_credit",
 ]
 AMOUNT = Decimal("1234567.123456789012")  # 12 decimal places
 
