@@ -88,6 +88,9 @@ class Settings(BaseSettings):
     close_hour: int = Field(6, ge=0, le=23, validation_alias=_env("BILLING_CLOSE_HOUR"))
     close_expires_hours: int = Field(12, ge=1, validation_alias=_env("BILLING_CLOSE_EXPIRES_HOURS"))
     sweep_minutes: int = Field(5, ge=1, validation_alias=_env("BILLING_SWEEP_MINUTES"))
+    # Days a scheduled (or --review) close keeps its drafts open for review before beat
+    # finalizes them; 0: the close finalizes at once.
+    review_days: int = Field(0, ge=0, validation_alias=_env("BILLING_REVIEW_DAYS"))
     stall_minutes: int = Field(15, ge=1, validation_alias=_env("BILLING_STALL_MINUTES"))
     locale: str = Field("en_US", validation_alias=_env("BILLING_LOCALE"))
     issuer_name: str = Field("MKA1, Inc.", validation_alias=_env("BILLING_ISSUER_NAME"))

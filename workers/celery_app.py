@@ -12,7 +12,7 @@ from kombu import Exchange, Queue  # type: ignore[attr-defined]
 
 from billing.config import Settings, get_settings
 
-FETCH_QUEUE = "billing.fetch"  # begin, fetch, rate batches, report, sweep
+FETCH_QUEUE = "billing.fetch"  # begin, fetch, rate batches, report, sweep, review finalize
 RENDER_QUEUE = "billing.render"  # one task per invoice: PDF and CSV
 EMAIL_QUEUE = "billing.email"  # one task per invoice: its pending deliveries
 QUEUES = (FETCH_QUEUE, RENDER_QUEUE, EMAIL_QUEUE)
@@ -24,6 +24,7 @@ ROUTES = {
     "workers.tasks.rate_batch": FETCH_QUEUE,
     "workers.tasks.report": FETCH_QUEUE,
     "workers.tasks.sweep": FETCH_QUEUE,
+    "workers.tasks.finalize_due_reviews": FETCH_QUEUE,
     "workers.tasks.render_invoice": RENDER_QUEUE,
     "workers.tasks.email_invoice": EMAIL_QUEUE,
 }
@@ -58,7 +59,8 @@ def delivery_policy(settings: Settings) -> dict[str, Any]:
 
 def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
     """The close of the previous month on the configured day and hour (UTC), expiring so a
-    late beat never runs a stale close, and the sweep of stalled runs."""
+    late beat never runs a stale close, the sweep of stalled runs, and the finalize of the
+    periods whose review window (BILLING_REVIEW_DAYS) has ended."""
     return {
         "close-previous-month": {
             "task": "workers.tasks.close_previous_month",
@@ -71,6 +73,11 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
         },
         "sweep-stalled-runs": {
             "task": "workers.tasks.sweep",
+            "schedule": timedelta(minutes=settings.sweep_minutes),
+            "options": {"expires": settings.sweep_minutes * 60},
+        },
+        "finalize-review-windows": {
+            "task": "workers.tasks.finalize_due_reviews",
             "schedule": timedelta(minutes=settings.sweep_minutes),
             "options": {"expires": settings.sweep_minutes * 60},
         },

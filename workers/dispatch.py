@@ -20,6 +20,7 @@ def close_on_workers(
     *,
     draft: bool = False,
     reissue: bool = False,
+    review: bool = False,
     timeout: float = 3600,  # float-ok: seconds
     on_progress: Callable[[RunProgress], None] = lambda _progress: None,
 ) -> RunProgress:
@@ -33,7 +34,8 @@ def close_on_workers(
     from workers.tasks import close_period
 
     sent = close_period.apply_async(
-        args=[str(period), trigger, list(org_ids)], kwargs={"draft": draft, "reissue": reissue}
+        args=[str(period), trigger, list(org_ids)],
+        kwargs={"draft": draft, "reissue": reissue, "review": review},
     )
     try:
         answer = sent.get(timeout=min(timeout, 120), propagate=False)

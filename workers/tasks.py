@@ -15,6 +15,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 
 from billing.close import distributed
 from billing.close.distributed import Work
+from billing.close.review import finalize_due_reviews as finalize_ended_windows
 from billing.close.steps import CloseOptions
 from billing.config import get_settings
 from billing.errors import BillingError, PeriodBusy, UpstreamUnavailable
@@ -79,6 +80,7 @@ def close_period(
     org_ids: list[str] | None = None,
     draft: bool = False,
     reissue: bool = False,
+    review: bool = False,
 ) -> dict[str, object]:
     """Begin a distributed close; a close of the period already under way makes it a no-op."""
     try:
@@ -87,7 +89,7 @@ def close_period(
             BillingPeriod.parse(period),
             trigger=trigger,
             org_ids=tuple(org_ids or ()),
-            options=CloseOptions(draft=draft, reissue=reissue),
+            options=CloseOptions(draft=draft, reissue=reissue, review=review),
         )
     except PeriodBusy as busy:
         return {"period": period, "skipped": str(busy)}
@@ -97,9 +99,11 @@ def close_period(
 
 @app.task(name="workers.tasks.close_previous_month")
 def close_previous_month() -> dict[str, object]:
-    """The monthly beat entry: close the month before the current UTC one."""
+    """The monthly beat entry: close the month before the current UTC one (into drafts kept
+    open for review when BILLING_REVIEW_DAYS is above 0)."""
     period = BillingPeriod.previous_to(datetime.now(UTC))
-    sent = close_period.delay(str(period), trigger="celery-beat")
+    windowed = get_settings().review_days > 0
+    sent = close_period.delay(str(period), trigger="celery-beat", review=windowed)
     return {"period": str(period), "task": sent.id}
 
 
@@ -158,3 +162,11 @@ def sweep() -> dict[str, object]:
     for work in found:
         enqueue(work)
     return {"runs": [work.run_id for work in found]}
+
+
+@app.task(name="workers.tasks.finalize_due_reviews")
+def finalize_due_reviews() -> dict[str, object]:
+    """Finalize the periods whose review window has ended (drafts on hold stay drafts); a
+    period busy with another run is left for the next beat."""
+    done = finalize_ended_windows(get_settings())
+    return {"periods": [item.as_dict() for item in done]}

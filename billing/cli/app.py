@@ -17,6 +17,7 @@ import typer
 
 # The close, the database and the PDF library are imported inside the commands that use them,
 # so that `billing --help` and `billing --version` answer at once.
+from billing.cli.adjust import adjust_command  # noqa: F401 (registers `billing invoices adjust`)
 from billing.cli.console import (
     FormatOption,
     OutputFormat,
@@ -32,7 +33,10 @@ from billing.cli.console import (
     print_json,
     progress,
 )
+from billing.cli.credit_notes import credit_notes_app
+from billing.cli.credits import credits_app
 from billing.cli.ledger import email_app, invoices_app, runs_app, void_command
+from billing.cli.review import hold_command  # noqa: F401  (adds `billing invoices hold|release`)
 from billing.errors import BillingError, ConfigError
 from billing.money import at_minor_units
 from billing.periods import BillingPeriod
@@ -63,6 +67,8 @@ app.add_typer(invoices_app, name="invoices")
 app.add_typer(runs_app, name="runs")
 app.add_typer(email_app, name="email")
 app.command("void")(void_command)
+app.add_typer(credit_notes_app, name="credit-notes")
+app.add_typer(credits_app, name="credits")
 
 
 def _print_version(wanted: bool) -> None:
@@ -171,8 +177,14 @@ def print_result(
         out.print(
             f"total {currency}: {formatting.money(Decimal(total), currency, settings.locale)}"
         )
+    held = [item for item in outcomes if item["action"] == "held"]
     for item in outcomes:
-        out.print(f"{literal(item['org_id'])}: {item['action']} {literal(item['detail'])}".rstrip())
+        if item["action"] != "held":
+            line = f"{literal(item['org_id'])}: {item['action']} {literal(item['detail'])}"
+            out.print(line.rstrip())
+    if held:
+        kept = ", ".join(f"{literal(item['org_id'])} ({literal(item['detail'])})" for item in held)
+        out.print(f"{len(held)} held: {kept}")
     out.print(
         f"{plural(result.pages_fetched, 'usage page')}, "
         f"{plural(result.report.usage_results, 'usage result')}, "
@@ -221,6 +233,7 @@ def _dispatch_close(
                 org_ids,
                 draft=options.draft,
                 reissue=options.reissue,
+                review=options.review,
                 on_progress=show,
             )
         out.print(f"closed {period} on the workers: {finished.describe()}")
@@ -252,6 +265,15 @@ ReissueOption = Annotated[
         "instead of a correction on the next period.",
     ),
 ]
+ReviewOption = Annotated[
+    bool,
+    typer.Option(
+        "--review",
+        metavar="",
+        help="Open a review window of BILLING_REVIEW_DAYS: store drafts only (DRAFT, no "
+        "email); beat finalizes those not on hold when it ends.",
+    ),
+]
 WaitOption = Annotated[
     float,
     typer.Option(
@@ -276,15 +298,19 @@ def close(
     ] = None,
     draft: DraftOption = False,
     reissue: ReissueOption = False,
+    review: ReviewOption = False,
     wait: WaitOption = 0.0,
     output: FormatOption = OutputFormat.TABLE,
 ) -> None:
     """Close a month: fetch usage, rate it, store and finalize invoices, write statements,
-    hand over emails. Finalized invoices never change: differences become corrections."""
+    hand over emails. Finalized invoices never change: differences become corrections.
+    While the period's review window is open, a close only replaces its drafts."""
     from billing.close.steps import CloseOptions
+    from billing.close.window import check_review_setting
 
     settings = load_settings()
-    options = CloseOptions(draft=draft, reissue=reissue, wait_seconds=wait)
+    options = CloseOptions(draft=draft, reissue=reissue, review=review, wait_seconds=wait)
+    check_review_setting(settings, options)  # here too: before a close is sent to workers
     result = _dispatch_close(
         settings, BillingPeriod.parse(period), "cli", tuple(org or ()), options
     )

@@ -60,8 +60,9 @@ def invoices_list(
     org: Annotated[str | None, typer.Option("--org", metavar="ORG", help="Only this org.")] = None,
     output: FormatOption = OutputFormat.TABLE,
 ) -> None:
-    """Invoices with their state, number and total."""
+    """Invoices with their state, number and total (a draft on hold reads "draft, held")."""
     from billing.finance.invoices import list_invoices
+    from billing.finance.review import open_holds
     from billing.statements import formatting
 
     if status is not None and status not in STATES:
@@ -89,6 +90,7 @@ def invoices_list(
         }
         for row in rows
     ]
+    held = open_holds(settings) if any(row.status == InvoiceStatus.DRAFT for row in rows) else set()
     emit_records(
         output,
         ("id", "number", "state", "org", "period", "currency", "total", "lines", "run"),
@@ -97,6 +99,12 @@ def invoices_list(
         table_columns=("id", "number", "state", "org", "period", "total", "lines", "run"),
         shown_as={
             "number": lambda record: record["number"] or "(draft)",
+            "state": lambda record: (
+                "draft, held"
+                if record["state"] == InvoiceStatus.DRAFT
+                and (record["org"], record["period"]) in held
+                else record["state"]
+            ),
             "total": lambda record: formatting.money(
                 record["total"],  # type: ignore[arg-type]
                 str(record["currency"]),
@@ -112,7 +120,8 @@ def invoices_show(
     invoice: Annotated[str, typer.Argument(metavar="INVOICE", help="A number, or a draft's id.")],
     output: FormatOption = OutputFormat.TABLE,
 ) -> None:
-    """One invoice: state and dates, charges (corrections apart), and corrections made to it."""
+    """One invoice: state and dates, charges (corrections apart), corrections made to it, and
+    its credit notes."""
     from billing.finance.invoices import invoice_detail
     from billing.statements import formatting
 
@@ -143,6 +152,31 @@ def invoices_show(
         }
         for correction in detail.corrections
     ]
+    adjustments = [
+        {
+            "id": adjustment.id,
+            "state": adjustment.state,
+            "meter": adjustment.meter,
+            "description": adjustment.description,
+            "amount": adjustment.amount,
+            "reason": adjustment.reason,
+            "created_by": adjustment.created_by,
+            "created_at": adjustment.created_at,
+            "cancelled_by": adjustment.cancelled_by,
+            "cancel_reason": adjustment.cancel_reason,
+        }
+        for adjustment in detail.adjustments
+    ]
+    credit_notes = [
+        {
+            "number": note.number,
+            "created_at": note.created_at,
+            "total": at_minor_units(note.total, row.currency),
+            "settlement": note.settlement,
+            "reason": note.reason,
+        }
+        for note in detail.credit_notes
+    ]
     if output is OutputFormat.CSV:
         print_csv(CHARGE_COLUMNS, charges)
         return
@@ -169,6 +203,17 @@ def invoices_show(
                 "replaced_by": detail.replaced_by,
                 "charges": charges,
                 "corrections": corrections,
+                "adjustments": adjustments,
+                "held": (
+                    None
+                    if detail.hold is None
+                    else {
+                        "reason": detail.hold.reason,
+                        "held_by": detail.hold.held_by,
+                        "held_at": detail.hold.held_at,
+                    }
+                ),
+                "credit_notes": credit_notes,
             }
         )
         return
@@ -196,6 +241,11 @@ def invoices_show(
             out.print(f"{label}: {moment:%Y-%m-%d %H:%M:%S} UTC")
     if row.void_reason:
         out.print(f"void reason: {literal(row.void_reason)}")
+    if detail.hold is not None:
+        out.print(
+            f"held by {literal(detail.hold.held_by)} since {detail.hold.held_at:%Y-%m-%d %H:%M} "
+            f"UTC: {literal(detail.hold.reason)} (billing invoices release {row.id})"
+        )
     if detail.replaces:
         out.print(f"replaces {literal(detail.replaces)}")
     if detail.replaced_by:
@@ -219,6 +269,24 @@ def invoices_show(
         out.print(
             f"correction by run {correction.run_id}: {literal(correction.meter)} "
             f"{money(correction.amount)} ({literal(where)})"
+        )
+    for adjustment in detail.adjustments:
+        what = literal(adjustment.meter or adjustment.description)
+        state = adjustment.state
+        if adjustment.cancelled_at is not None:
+            state += (
+                f" by {literal(adjustment.cancelled_by or '')}: "
+                f"{literal(adjustment.cancel_reason or '')}"
+            )
+        out.print(
+            f"adjustment {adjustment.id} ({state}): {what} {money(adjustment.amount)} before "
+            f"discount, by {literal(adjustment.created_by)} on "
+            f"{adjustment.created_at:%Y-%m-%d %H:%M} UTC: {literal(adjustment.reason)}"
+        )
+    for note in detail.credit_notes:
+        out.print(
+            f"credit note {literal(note.number)} of {note.created_at:%Y-%m-%d}: "
+            f"{money(note.total)} credited, {note.settlement}: {literal(note.reason)}"
         )
 
 
@@ -298,6 +366,7 @@ def runs_show(
             "invoices_stored": detail.invoices,
             "finalized": run.finalized_count,
             "corrections": run.corrections_count,
+            "review_deadline": run.review_deadline,
             "error": run.error,
         }
         if output is OutputFormat.JSON:
@@ -331,6 +400,10 @@ def runs_show(
         ("invoices stored by it", str(detail.invoices)),
         ("finalized", str(run.finalized_count)),
         ("corrections", str(run.corrections_count)),
+        (
+            "review deadline",
+            f"{run.review_deadline:%Y-%m-%d %H:%M:%S} UTC" if run.review_deadline else "-",
+        ),
         ("error", literal(run.error or "-")),
     ):
         out.print(f"{label:>22}: {value}", highlight=False, soft_wrap=True)
@@ -418,7 +491,10 @@ def email_status_command(
                 columns,
                 (
                     row.org_id,
-                    row.invoice_number,
+                    # a credit note's email names the note and the invoice it credits
+                    row.invoice_number
+                    if row.credit_note is None
+                    else f"{row.credit_note} ({row.invoice_number})",
                     row.recipient,
                     row.kind,
                     row.status,

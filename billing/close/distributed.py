@@ -50,11 +50,13 @@ from billing.close.steps import (
     rate,
     store_batch,
 )
+from billing.close.window import check_review_setting, review_decision
 from billing.config import Settings
 from billing.db.engine import ledger
 from billing.db.locks import hold_period, write_transaction
 from billing.db.period_reads import invoice_summaries, iter_statements, period_org_totals
 from billing.db.repository import RunOutcome, load_statements
+from billing.db.review import held_outcomes
 from billing.db.runtasks import (
     add_units,
     begin_unit,
@@ -139,6 +141,7 @@ def begin_close(
     pricing = load_pricing(settings, period)
     load_cost_centre_map(settings)
     options = options or CloseOptions()
+    check_review_setting(settings, options)
     preflight(
         settings,
         period,
@@ -151,16 +154,21 @@ def begin_close(
     query = close_query(settings, pricing, org_ids)
     with ledger(settings) as engine, hold_period(engine, str(period), 0, log.info, now):
         with Session(engine) as session:
+            moment = now()
+            review = review_decision(session, settings, period, options, moment)
             run_id = start_close(
                 session,
                 settings,
                 period,
                 query,
-                options,
+                review.options,
                 trigger=trigger,
-                now=now(),
+                now=moment,
                 on_workers=True,
             )
+            review.record(session, run_id)
+        if review.note:
+            log.info("run %s: %s", run_id, review.note)
         with write_transaction(engine) as session:
             add_units(session, run_id, UnitStep.FETCH, [("all", None)], now())
     return run_id
@@ -305,6 +313,8 @@ def advance(settings: Settings, run_id: int, *, now: Clock = _now) -> Work:
             if not options.draft:
                 finalized = finalize(session, settings, period, set(org_ids) or None, now())
                 run.finalized_count = finalized.count
+                if finalized.held:  # kept for the report step, which records every outcome
+                    run.org_outcomes = json.dumps(held_outcomes(finalized.held))
             invoices = _live_invoices(session, period, org_ids)
             run.invoice_count = len(invoices)
             run.stage = RunStage.PUBLISHING
@@ -458,7 +468,7 @@ def report(settings: Settings, run_id: int, *, cap: int = 5, now: Clock = _now) 
             cards |= {
                 (card["id"], card["version"], card["content_hash"]) for card in result["cards"]
             }
-        record_rating(outcome, org_outcomes, cards)
+        record_rating(outcome, [*org_outcomes, *outcome.org_outcomes], cards)
         outcome.status = RunStatus.SUCCEEDED
         finish(engine, run_id, outcome, now)
         with write_transaction(engine) as session:
@@ -474,6 +484,7 @@ def _recorded_so_far(run: BillingRun) -> RunOutcome:
         duplicate_results=run.duplicate_results,
         completeness=run.completeness,
         finalized_count=run.finalized_count,
+        org_outcomes=json.loads(run.org_outcomes or "[]"),  # the held drafts, from the finalize
     )
 
 

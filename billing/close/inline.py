@@ -47,11 +47,13 @@ from billing.close.steps import (
     rate,
     store_batch,
 )
+from billing.close.window import check_review_setting, review_decision
 from billing.config import Settings
 from billing.db.engine import ledger
 from billing.db.ledger import OrgOutcome
 from billing.db.locks import hold_period, write_transaction
 from billing.db.repository import RunOutcome
+from billing.db.review import HELD, held_outcomes
 from billing.db.snapshots import iter_snapshot_orgs, latest_snapshot_run
 from billing.domain import RatedInvoice, RatingReport
 from billing.errors import BillingError, InvoiceStateError
@@ -139,6 +141,7 @@ class LocalRun:
         with write_transaction(self.engine) as session:
             finalized = finalize(session, self.settings, period, scope, self.now())
         self.outcome.finalized_count = finalized.count
+        self.outcome.org_outcomes += held_outcomes(finalized.held)
         if finalized.count:
             self.say(
                 f"finalized {plural(finalized.count, 'invoice')} of {period}: "
@@ -241,6 +244,7 @@ def close_period(
     say = progress or log.info
     pricing = load_pricing(settings, period)
     load_cost_centre_map(settings)  # a bad map fails before anything is fetched
+    check_review_setting(settings, options)
     started = now()
     preflight(
         settings,
@@ -258,15 +262,28 @@ def close_period(
         )
     query = close_query(settings, pricing, org_ids)
 
-    def start(session: Session) -> tuple[int, None]:
-        return start_close(
-            session, settings, period, query, options, trigger=trigger, now=now(), on_workers=False
-        ), None
+    def start(session: Session) -> tuple[int, CloseOptions]:
+        moment = now()
+        review = review_decision(session, settings, period, options, moment)
+        run_id = start_close(
+            session,
+            settings,
+            period,
+            query,
+            review.options,
+            trigger=trigger,
+            now=moment,
+            on_workers=False,
+        )
+        review.record(session, run_id)
+        if review.note:
+            say(review.note)
+        return run_id, review.options
 
-    def work(run: LocalRun, _found: None) -> CloseResult:
+    def work(run: LocalRun, chosen: CloseOptions) -> CloseResult:
         with _http_session(settings, http) as session_http:
             fetch_checked(settings, session_http, query, run.engine, run.run_id, say, run.outcome)
-            return run.rate_store_publish(pricing, run.run_id, org_ids, options)
+            return run.rate_store_publish(pricing, run.run_id, org_ids, chosen)
 
     return held_run(settings, period, options.wait_seconds, say, now, start, work)
 
@@ -278,6 +295,7 @@ class SnapshotSource:
     run_id: int
     checksum: str | None
     pages: int
+    options: CloseOptions = DEFAULT_OPTIONS  # as the review window leaves them
 
 
 def rerate_period(
@@ -313,24 +331,31 @@ def rerate_period(
                 f"{partial}; run a full close (billing close --period {period}) "
                 "before re-rating"
             )
-        found = SnapshotSource(source.id, source.usage_checksum, source.pages_fetched)
+        moment = now()
+        review = review_decision(session, settings, period, options, moment)
+        found = SnapshotSource(
+            source.id, source.usage_checksum, source.pages_fetched, review.options
+        )
         run_id = start_recorded_run(
             session,
             period,
             trigger=f"rerate:{trigger}",
             upstream=f"snapshot of run {found.run_id}",
-            now=now(),
+            now=moment,
             operation="rerate",
             request_params=source.request_params,
             rerated_from_run_id=found.run_id,
         )
+        review.record(session, run_id)
+        if review.note:
+            say(review.note)
         return run_id, found
 
     def work(run: LocalRun, source: SnapshotSource) -> CloseResult:
         say(f"re-rating the usage read from the snapshot of run {source.run_id}")
         run.outcome.pages_fetched = source.pages
         run.outcome.usage_checksum = source.checksum
-        return run.rate_store_publish(pricing, source.run_id, (), options)
+        return run.rate_store_publish(pricing, source.run_id, (), source.options)
 
     return held_run(settings, period, options.wait_seconds, say, now, start, work)
 
@@ -343,13 +368,17 @@ def finalize_period(
     progress: Progress | None = None,
     now: Clock = _utc_now,
     wait_seconds: float = 0.0,  # float-ok: a timeout
+    precondition: Callable[[Session], None] | None = None,
 ) -> CloseResult:
-    """Finalize the drafts of a period (numbers them, freezes them), then render and email."""
+    """Finalize the drafts of a period (numbers them, freezes them), then render and email;
+    `precondition`, checked with the period held before the run is recorded, may refuse."""
     say = progress or log.info
     load_cost_centre_map(settings)
     preflight(settings, period, Operation.FINALIZE, now=now())
 
     def start(session: Session) -> tuple[int, DraftingRun | None]:
+        if precondition is not None:
+            precondition(session)
         check_drafts_cover_month(session, period)
         drafted_by = drafting_run(session, period)
         run_id = start_recorded_run(
@@ -364,6 +393,11 @@ def finalize_period(
 
     def work(run: LocalRun, drafted_by: DraftingRun | None) -> CloseResult:
         if not run.finalize(period, None):
+            if held := [o["org_id"] for o in run.outcome.org_outcomes if o["action"] == HELD]:
+                raise InvoiceStateError(
+                    f"every draft of {period} is on hold ({', '.join(held)}): release them "
+                    "with billing invoices release INVOICE, then finalize"
+                )
             raise InvoiceStateError(
                 f"no draft invoices of {period} to finalize: "
                 f"run billing close --period {period} --draft first"

@@ -34,7 +34,11 @@ def close_request(settings: Settings, query: UsageQuery, options: CloseOptions |
     if options is None:
         return described
     params = json.loads(described)
-    params["close_options"] = {"draft": options.draft, "reissue": options.reissue}
+    params["close_options"] = {
+        "draft": options.draft,
+        "reissue": options.reissue,
+        "review": options.review,
+    }
     return json.dumps(params, sort_keys=True)
 
 
@@ -42,7 +46,11 @@ def requested_close(run: BillingRun) -> tuple[CloseOptions, tuple[str, ...]]:
     """The options and the orgs (none: all of them) a close recorded in its request."""
     params = json.loads(run.request_params or "{}")
     chosen = params.get("close_options", {})
-    options = CloseOptions(draft=bool(chosen.get("draft")), reissue=bool(chosen.get("reissue")))
+    options = CloseOptions(
+        draft=bool(chosen.get("draft")),
+        reissue=bool(chosen.get("reissue")),
+        review=bool(chosen.get("review")),
+    )
     return options, tuple(params.get("org_ids") or ())
 
 
@@ -103,7 +111,7 @@ def start_close(
         trigger=trigger,
         upstream=settings.mka1_base_url,
         now=now,
-        operation="draft" if options.draft else "close",
+        operation="review" if options.review else "draft" if options.draft else "close",
         request_params=close_request(settings, query, options if on_workers else None),
         mode="distributed" if on_workers else "local",
         stage=RunStage.FETCHING if on_workers else None,

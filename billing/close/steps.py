@@ -45,10 +45,12 @@ def who_started() -> str:
 
 @dataclass(frozen=True)
 class CloseOptions:
-    """How a close treats the ledger: stop at drafts, reissue instead of correcting, wait."""
+    """How a close treats the ledger: stop at drafts, reissue instead of correcting, wait;
+    `review` opens a review window (BILLING_REVIEW_DAYS): drafts that beat finalizes later."""
 
     draft: bool = False
     reissue: bool = False
+    review: bool = False
     wait_seconds: float = 0.0  # float-ok: a timeout
 
 

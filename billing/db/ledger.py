@@ -14,10 +14,22 @@ from sqlalchemy import ColumnElement, Row, bindparam, delete, func, insert, sele
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col
 
-from billing.corrections import CORRECTION, USAGE, BilledLine, correction_lines, due_lines
+from billing.adjustments import minimum_of
+from billing.corrections import CORRECTION, USAGE, BilledLine, correction_lines
+from billing.db.adjustments import (
+    due_with_adjustments,
+    mark_adjustments_applied,
+    pending_adjustment_orgs,
+    readjust_drafts,
+    release_adjustments,
+)
 from billing.db.bulk import copy_rows, insert_returning_ids
+from billing.db.credit_balance import reverse_void, settle_drafts
+from billing.db.credit_notes import refuse_void_of_credited
 from billing.db.outbox import queue_statements, queue_void_notice
+from billing.db.review import held_drafts, on_hold
 from billing.db.tables import (
+    CreditNoteNumberSequence,
     Invoice,
     InvoiceCharge,
     InvoiceCorrection,
@@ -90,7 +102,7 @@ def store_period(
         fresh = rated_by_org.get(org_id)
         assert original.id is not None
         delta = correction_lines(
-            billed_lines(session, original.id), due_lines(fresh) if fresh else []
+            billed_lines(session, original.id), due_with_adjustments(session, original, fresh)
         )
         if not delta:
             outcomes.append(OrgOutcome(org_id, "already finalized", original.number or ""))
@@ -123,7 +135,13 @@ def store_period(
         if org_id not in issued:
             to_draft.append((empty_invoice(org_id), voided.get(org_id)))
             outcomes.append(OrgOutcome(org_id, "drafted", "corrections only"))
+    drafted = {invoice.org.org_id for invoice, _ in to_draft}
+    for org_id in sorted(pending_adjustment_orgs(session, period, org_scope) - drafted):
+        if org_id not in issued:  # adjusted, but no usage now: its adjustments still stand
+            to_draft.append((empty_invoice(org_id), voided.get(org_id)))
+            outcomes.append(OrgOutcome(org_id, "drafted", "adjustments only"))
     inserted = insert_drafts(session, run_id, period, to_draft, now, due_at)
+    readjust_drafts(session, period, inserted, [draft.org.org_id for draft, _ in to_draft])
     for invoice_id, (invoice, _replaces) in zip(inserted, to_draft, strict=True):
         if invoice.org.org_id in waiting:
             attach_corrections(session, invoice_id)
@@ -195,6 +213,8 @@ def insert_drafts(
             due_at,
             invoice.org.billing_address,
             replaces,
+            invoice.org.discount_percent,
+            minimum_of(invoice),
         )
         for invoice, replaces in drafts
     ]
@@ -232,6 +252,8 @@ _INVOICE_COLUMNS = (
     "due_at",
     "billing_address",
     "replaces_invoice_id",
+    "discount_percent",
+    "minimum_charge",
 )
 _CHARGE_COLUMNS = (
     "invoice_id",
@@ -502,6 +524,7 @@ class NumbersGiven:
     count: int
     first: str = ""
     last: str = ""
+    held: tuple[tuple[str, str], ...] = ()  # (org, reason) of drafts kept back on hold
 
 
 # Drafts numbered and queued per statement batch: memory stays flat however many orgs.
@@ -519,6 +542,8 @@ def finalize_drafts(
     them; corrections they carry count as billed, and each contact gets a pending delivery in
     the outbox. Drafts are read and written in batches of plain rows, not ORM objects."""
     in_scope = _in_period(period, org_scope) & (col(Invoice.status) == InvoiceStatus.DRAFT)
+    held = tuple(held_drafts(session, in_scope))  # on hold: not finalized until released
+    in_scope = in_scope & ~on_hold()
     waiting = pending_correction_orgs(session, period, org_scope)
     carrying = session.execute(
         select(col(InvoiceCharge.invoice_id))
@@ -533,12 +558,14 @@ def finalize_drafts(
         attach_corrections(session, draft_id)
     count = session.execute(select(func.count()).select_from(Invoice).where(in_scope)).scalar_one()
     if count == 0:
-        return NumbersGiven(0)
+        return NumbersGiven(0, held=held)
     first = next_number = reserve_numbers(session, now.year, count)
     for batch in _draft_batches(session, in_scope):
+        settle_drafts(session, batch, now)  # credit balance: carry or apply, then number
         numbers = [invoice_number(now.year, next_number + offset) for offset in range(len(batch))]
         _number_and_freeze(session, batch, numbers, now, due_at)
         _mark_corrections_billed(session, [draft for draft in batch if draft.org_id in waiting])
+        mark_adjustments_applied(session, batch)  # billed on these invoices now
         queue_statements(session, batch, now)
         next_number += len(batch)
     if next_number - first != count:  # the drafts changed under the transaction's feet
@@ -547,7 +574,10 @@ def finalize_drafts(
         )
     _expire_loaded_invoices(session)
     return NumbersGiven(
-        count, invoice_number(now.year, first), invoice_number(now.year, next_number - 1)
+        count,
+        invoice_number(now.year, first),
+        invoice_number(now.year, next_number - 1),
+        held=held,
     )
 
 
@@ -618,19 +648,23 @@ def invoice_number(year: int, sequence_number: int) -> str:
     return f"INV-{year}-{sequence_number:06d}"
 
 
-def reserve_numbers(session: Session, year: int, count: int) -> int:
+def reserve_numbers(
+    session: Session,
+    year: int,
+    count: int,
+    table: type[InvoiceNumberSequence | CreditNoteNumberSequence] = InvoiceNumberSequence,
+) -> int:
     """Hand out `count` consecutive numbers of a year under a row lock and return the first:
-    a rolled-back transaction returns its numbers, so there are no gaps and no duplicates."""
+    a rolled-back transaction returns its numbers, so there are no gaps and no duplicates.
+    `table` is the counter: invoices' by default, or credit notes' (CreditNoteNumberSequence)."""
     dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
     session.execute(
-        dialect.insert(InvoiceNumberSequence)
+        dialect.insert(table)
         .values(year=year, last_number=0)
         .on_conflict_do_nothing(index_elements=["year"])
     )
     sequence = session.execute(
-        select(InvoiceNumberSequence)
-        .where(col(InvoiceNumberSequence.year) == year)
-        .with_for_update()
+        select(table).where(col(table.year) == year).with_for_update()
     ).scalar_one()
     first: int = sequence.last_number + 1
     sequence.last_number += count
@@ -654,6 +688,7 @@ def void_invoice(session: Session, invoice: Invoice, reason: str, now: datetime)
         )
     if not reason.strip():
         raise InvoiceStateError("a void needs a reason: pass --reason TEXT")
+    refuse_void_of_credited(session, invoice)  # a void would credit the customer twice
     billed_elsewhere = (
         session.execute(
             select(col(Invoice.number))
@@ -679,8 +714,10 @@ def void_invoice(session: Session, invoice: Invoice, reason: str, now: datetime)
         .where(col(InvoiceCorrection.applied_invoice_id) == invoice.id)
         .values(applied_invoice_id=None)
     )
+    release_adjustments(session, invoice.id)  # they stand again for the replacement
     invoice.status = InvoiceStatus.VOID
     invoice.voided_at = now
     invoice.void_reason = reason.strip()
     session.flush()
     queue_void_notice(session, invoice, now)
+    reverse_void(session, invoice, now)  # credit it used comes back; credit it carried goes

@@ -148,6 +148,7 @@ class Batch:
     delivery_ids: tuple[int, ...]
     recipients: tuple[str, ...]
     resend_id: int | None
+    credit_note_id: int | None = None  # a credit note's email: one message per recipient
 
 
 def pending_batches(
@@ -160,8 +161,10 @@ def pending_batches(
         query = query.where(col(EmailDelivery.id).in_(delivery_ids))
     grouped: dict[tuple[int, str, int | None], list[EmailDelivery]] = defaultdict(list)
     for row in session.execute(query.order_by(col(EmailDelivery.id))).scalars():
-        # A resend is its own message; statement (or void notice) rows of one invoice share one.
-        key = (row.invoice_id, row.kind, row.id if row.kind == DeliveryKind.RESEND else None)
+        # A resend, and a credit note's email to one contact, are each their own message;
+        # statement (or void notice) rows of one invoice share one.
+        alone = row.kind in (DeliveryKind.RESEND, DeliveryKind.CREDIT_NOTE)
+        key = (row.invoice_id, row.kind, row.id if alone else None)
         grouped[key].append(row)
     return [
         Batch(
@@ -169,9 +172,10 @@ def pending_batches(
             kind,
             tuple(row.id or 0 for row in rows),
             tuple(row.recipient for row in rows),
-            resend_id,
+            alone_id if kind == DeliveryKind.RESEND else None,
+            rows[0].credit_note_id if kind == DeliveryKind.CREDIT_NOTE else None,
         )
-        for (invoice_id, kind, resend_id), rows in grouped.items()
+        for (invoice_id, kind, alone_id), rows in grouped.items()
     ]
 
 
@@ -208,6 +212,7 @@ def claim(session: Session, batch: Batch, message_id: str, now: datetime) -> Bat
         tuple(delivery_id for delivery_id, _ in kept),
         tuple(recipient for _, recipient in kept),
         batch.resend_id,
+        batch.credit_note_id,
     )
 
 

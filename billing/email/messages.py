@@ -1,4 +1,4 @@
-"""Statement emails and void notices: their messages from templates, and the SMTP envelope.
+"""Statement emails, void notices and credit notes: messages from templates, SMTP envelope.
 
 Headers that carry addresses (From, To, Reply-To) are built from `email.headerregistry.Address`
 objects whose addresses passed `plain_address_problem`, never by joining strings of org data;
@@ -20,9 +20,11 @@ from email.utils import formatdate, getaddresses
 from jinja2 import Environment
 
 from billing.addresses import parse_mailbox, plain_address_problem
+from billing.credit_notes import CreditNoteDocument
 from billing.domain import Statement
 from billing.errors import ConfigError
 from billing.statements import formatting
+from billing.statements.credit_notes import CreditNoteFiles
 from billing.statements.files import safe_stem
 
 
@@ -181,6 +183,37 @@ def build_void_notice(
     message["Date"] = formatdate(notice.voided_at.timestamp(), usegmt=True)
     message["Message-ID"] = void_notice_message_id(notice)
     message.set_content(environment.get_template("email/void_notice.txt").render(context))
+    return message
+
+
+def credit_note_message_id(note: CreditNoteDocument, recipient: str) -> str:
+    """The same for every send of one credit note to one contact (a retry is recognisable)."""
+    return _message_id("credit-note", f"{note.number}:{note.org_id}:{recipient}")
+
+
+def build_credit_note_email(
+    files: CreditNoteFiles, recipient: str, environment: Environment, letterhead: Letterhead
+) -> EmailMessage:
+    """The message of one credit note to one of its contacts, its PDF and CSV attached and
+    named after the credit-note number; a contact that is not a plain address stops it."""
+    note = files.note
+    problem = plain_address_problem(recipient)
+    if problem is not None:
+        raise ConfigError(
+            f"org {note.org_id}: contact address {recipient!r} is not a plain email address "
+            f"({problem}); credit note {note.number} stays pending: fix the address and send again"
+        )
+    context = letterhead.context("n", note, note.total, note.currency)
+    to = (Address(addr_spec=recipient),)
+    message = _headed_message(environment, letterhead, context, to, "email/credit_note_")
+    message["Date"] = formatdate(note.created_at.timestamp(), usegmt=True)
+    message["Message-ID"] = credit_note_message_id(note, recipient)
+    message.set_content(environment.get_template("email/credit_note.txt").render(context))
+    attached = safe_stem(note.number)
+    message.add_attachment(
+        files.pdf, maintype="application", subtype="pdf", filename=f"{attached}.pdf"
+    )
+    message.add_attachment(files.csv, maintype="text", subtype="csv", filename=f"{attached}.csv")
     return message
 
 

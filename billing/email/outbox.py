@@ -1,4 +1,5 @@
-"""Sending the outbox: each pending statement, resend or void notice once, every result recorded.
+"""Sending the outbox: each pending statement, resend, void notice or credit note once, every
+result recorded.
 
 The period's lock is held by the caller, so a delivery still `sending` when this starts belongs
 to a sender that died: it becomes `unknown` and is never resent by itself.
@@ -22,6 +23,8 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 
 from billing.config import Settings
+from billing.credit_notes import CreditNoteDocument
+from billing.db.credit_notes import credit_note_documents
 from billing.db.locks import write_transaction
 from billing.db.outbox import (
     Batch,
@@ -37,11 +40,13 @@ from billing.email.messages import (
     Letterhead,
     StatementDocuments,
     VoidNotice,
+    build_credit_note_email,
     build_statement_email,
     build_void_notice,
 )
 from billing.email.transports import Transport, open_transport
 from billing.periods import BillingPeriod
+from billing.statements.credit_notes import CreditNoteFiles
 from billing.states import DeliveryKind, InvoiceStatus
 from billing.wording import plural
 
@@ -92,6 +97,7 @@ class OutboxSender:
         self._now = now
         self._batches: dict[int, list[Batch]] = {}
         self._notices: list[Batch] = []
+        self._credit_notes: list[Batch] = []
         self._settings = settings
         self._environment = environment
         self._stack = ExitStack()
@@ -109,6 +115,8 @@ class OutboxSender:
             for batch in pending_batches(session, str(self._period), self._delivery_ids):
                 if batch.kind == DeliveryKind.VOID_NOTICE:
                     self._notices.append(batch)
+                elif batch.kind == DeliveryKind.CREDIT_NOTE:
+                    self._credit_notes.append(batch)  # sent by send_credit_notes only
                 else:
                     self._batches.setdefault(batch.invoice_id, []).append(batch)
         return self
@@ -164,6 +172,30 @@ class OutboxSender:
         )
         recipients = dataclasses.replace(notice, recipients=batch.recipients)
         return build_void_notice(recipients, self._environment, letterhead)
+
+    def send_credit_notes(self, render: Callable[[CreditNoteDocument], CreditNoteFiles]) -> None:
+        """Send the pending credit-note emails: one message per contact, the note's PDF and CSV
+        attached (`render` makes them, once per note)."""
+        batches, self._credit_notes = self._credit_notes, []
+        if not batches:
+            return
+        with Session(self._engine) as session:
+            notes = credit_note_documents(session, {b.credit_note_id or 0 for b in batches})
+        rendered: dict[int, CreditNoteFiles] = {}
+        for batch in batches:
+            note = notes[batch.credit_note_id or 0]
+            if note.credit_note_id not in rendered:
+                rendered[note.credit_note_id] = render(note)
+            files = rendered[note.credit_note_id]
+            name = f"{note.number}-{batch.recipients[0]}"
+            self._send(batch, partial(self._credit_note_message, files), name)
+
+    def _credit_note_message(self, files: CreditNoteFiles, batch: Batch) -> EmailMessage:
+        settings = self._settings
+        letterhead = Letterhead(
+            settings.email_from, settings.issuer_name, settings.locale, settings.email_reply_to
+        )
+        return build_credit_note_email(files, batch.recipients[0], self._environment, letterhead)
 
     def _send(self, batch: Batch, compose: Callable[[Batch], EmailMessage], name: str) -> None:
         """Claim the batch's rows, hand its message over as `name`, record the result."""

@@ -12,6 +12,7 @@ from sqlmodel import Session, col
 from billing.close.publish import render_documents
 from billing.close.steps import who_started
 from billing.config import Settings
+from billing.db.credit_notes import credit_note_numbers
 from billing.db.engine import existing_ledger, open_ledger
 from billing.db.locks import hold_period, write_transaction
 from billing.db.outbox import contacts_of, deliveries, queue_resend
@@ -19,6 +20,7 @@ from billing.db.tables import Invoice
 from billing.email.outbox import OutboxSender, SendReport
 from billing.errors import BillingError
 from billing.periods import BillingPeriod
+from billing.statements.credit_notes import render_credit_note
 from billing.statements.files import period_folder
 from billing.statements.pdf import StatementRenderer
 from billing.states import InvoiceStatus
@@ -42,10 +44,14 @@ class DeliveryRow:
     attempts: int
     detail: str
     message_id: str
+    credit_note: str | None = None  # a credit note's email: its number (CN-…)
 
 
 def email_status(settings: Settings, period: BillingPeriod) -> list[DeliveryRow]:
     with existing_ledger(settings) as engine, Session(engine) as session:
+        found = deliveries(session, str(period))
+        ids = {row.credit_note_id for row, _ in found if row.credit_note_id is not None}
+        notes = credit_note_numbers(session, ids)
         return [
             DeliveryRow(
                 org_id=row.org_id,
@@ -56,8 +62,9 @@ def email_status(settings: Settings, period: BillingPeriod) -> list[DeliveryRow]
                 attempts=row.attempts,
                 detail=row.error or row.server_reply or "",
                 message_id=row.message_id,
+                credit_note=notes.get(row.credit_note_id or 0),
             )
-            for row, number in deliveries(session, str(period))
+            for row, number in found
         ]
 
 
@@ -70,7 +77,8 @@ def send_pending(
     delivery_ids: list[int] | None = None,
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> SendReport:
-    """Send the period's pending statement emails (each delivery once), under the period lock."""
+    """Send the period's pending statement and credit-note emails (each delivery once), under
+    the period lock."""
     engine = open_ledger(settings)
     renderer = StatementRenderer.from_settings(settings)
     folder = period_folder(settings.output_dir, str(period))
@@ -88,6 +96,7 @@ def send_pending(
             ) as outbox,
         ):
             outbox.send_remaining(lambda statement: render_documents(renderer, statement))
+            outbox.send_credit_notes(lambda note: render_credit_note(renderer, note))
         return outbox.report
     finally:
         engine.dispose()

@@ -13,14 +13,18 @@ from sqlmodel import Session, col
 
 from billing.close.publish import publish_void
 from billing.config import Settings
+from billing.db.adjustments import AdjustmentRow, adjustments_of
+from billing.db.credit_notes import CreditNoteRow, credit_note_rows
 from billing.db.engine import existing_ledger, ledger
 from billing.db.ledger import void_invoice
 from billing.db.locks import hold_period, write_transaction
 from billing.db.repository import load_statements
+from billing.db.review import open_hold
 from billing.db.tables import BillingRun, Invoice, InvoiceCorrection, InvoiceLine
 from billing.domain import Statement
 from billing.errors import BillingError, InvoiceStateError
 from billing.periods import BillingPeriod
+from billing.states import InvoiceStatus
 
 
 @dataclass(frozen=True)
@@ -101,6 +105,18 @@ class InvoiceDetail:
     corrections: list[CorrectionRow] = field(default_factory=list)
     replaced_by: str | None = None
     replaces: str | None = None
+    credit_notes: list[CreditNoteRow] = field(default_factory=list)
+    adjustments: list[AdjustmentRow] = field(default_factory=list)
+    hold: HoldRow | None = None
+
+
+@dataclass(frozen=True)
+class HoldRow:
+    """The open hold on a draft: why, by whom, since when."""
+
+    reason: str
+    held_by: str
+    held_at: datetime
 
 
 def _find(session: Session, reference: str) -> Invoice:
@@ -161,8 +177,28 @@ def invoice_detail(settings: Settings, reference: str) -> InvoiceDetail:
             if invoice.replaces_invoice_id is not None
             else None
         )
+        credit_notes = credit_note_rows(session, invoice_id=invoice.id)
+        adjustments = [
+            row
+            for row in adjustments_of(session, invoice.org_id, invoice.period)
+            if row.applied_to is None or row.applied_to == invoice.number
+        ]
+        hold = (
+            open_hold(session, invoice.org_id, invoice.period)
+            if invoice.status == InvoiceStatus.DRAFT
+            else None
+        )
         session.expunge(invoice)
-        return InvoiceDetail(invoice, statement, corrections, replaced_by, replaces)
+        return InvoiceDetail(
+            invoice,
+            statement,
+            corrections,
+            replaced_by,
+            replaces,
+            credit_notes,
+            adjustments,
+            HoldRow(hold.reason, hold.held_by, hold.held_at) if hold is not None else None,
+        )
 
 
 def void(

@@ -15,10 +15,12 @@ from jinja2 import ChoiceLoader, Environment, FileSystemLoader, StrictUndefined,
 from markupsafe import Markup
 
 from billing.config import PROJECT_ROOT, Settings
+from billing.credit_notes import CreditNoteDocument
 from billing.domain import MINIMUM_CHARGE_METER, Statement
 from billing.errors import OutputError
 from billing.statements import formatting
 from billing.statements.chart import daily_hours_svg
+from billing.states import ChargeClass
 
 SHIPPED_TEMPLATES = PROJECT_ROOT / "templates"
 STYLESHEET = "statement.css"
@@ -195,7 +197,13 @@ class StatementRenderer:
                 line.charge_class,
             ),
         )
-        billed = [c for c in statement.charges if not c.is_correction]
+        # Credit (applied, or a negative total carried) sits in the totals block, not with usage.
+        credits = [c for c in statement.charges if c.charge_class == ChargeClass.CREDIT]
+        billed = [
+            c
+            for c in statement.charges
+            if not c.is_correction and c.charge_class != ChargeClass.CREDIT
+        ]
         usage_charges = [c for c in billed if c.meter != MINIMUM_CHARGE_METER]
         top_ups = [c for c in billed if c.meter == MINIMUM_CHARGE_METER]
         corrections = [c for c in statement.charges if c.is_correction]
@@ -211,6 +219,8 @@ class StatementRenderer:
             corrections=corrections,
             usage_subtotal=sum((c.amount for c in usage_charges), Decimal(0)),
             period_subtotal=sum((c.amount for c in billed), Decimal(0)),
+            credits=credits,
+            before_credit=statement.total - sum((c.amount for c in credits), Decimal(0)),
             issuer_name=self._issuer_name,
             issuer_address_lines=_lines(self._issuer_address),
             billing_address_lines=_lines(statement.billing_address),
@@ -243,6 +253,42 @@ class StatementRenderer:
             )
         except OSError as error:
             raise OutputError(f"org {statement.org_id}: PDF rendering failed: {error}") from None
+        return pdf
+
+    def credit_note_html(self, note: CreditNoteDocument) -> str:
+        """A credit note's HTML (templates/credit_note.html, the statement's stylesheet)."""
+        return self._environment.get_template("credit_note.html").render(
+            n=note,
+            issuer_name=self._issuer_name,
+            issuer_address_lines=_lines(self._issuer_address),
+            billing_address_lines=_lines(note.billing_address),
+            logo_url=self._logo_url,
+            issued=note.created_at.date(),
+            invoice_issued=note.invoice_issued_at.date(),
+            first_day=note.billing_period.start.date(),
+            last_day_date=note.billing_period.end.date() - timedelta(days=1),
+        )
+
+    def credit_note_pdf(self, note: CreditNoteDocument) -> bytes:
+        """A credit note's PDF, printed like a statement's."""
+        return in_own_stack_chunk(self._print_credit_note, note)
+
+    def _print_credit_note(self, note: CreditNoteDocument) -> bytes:
+        from weasyprint import HTML
+
+        try:
+            document = HTML(
+                string=self.credit_note_html(note),
+                base_url=self._base_url,
+                url_fetcher=self._fetcher,
+            )
+            pdf: bytes = document.write_pdf(
+                stylesheets=self._stylesheets,
+                font_config=_font_configuration(),
+                cache=self._image_cache,
+            )
+        except OSError as error:
+            raise OutputError(f"credit note {note.number}: PDF rendering failed: {error}") from None
         return pdf
 
 

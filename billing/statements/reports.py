@@ -313,6 +313,10 @@ class ReportTally:
             meter, label = charge.meter, charge.description
             if charge.is_correction:
                 meter, label = f"{meter}:correction", f"Corrections: {label}"
+            elif charge.charge_class == "adjustment":  # one row, not one per adjustment
+                meter, label = "adjustment", "Adjustments"
+            elif charge.charge_class == "credit":  # applied and carried apart, never summed
+                meter = "credit_applied" if charge.amount < 0 else "credit_carried"
             key = (currency, meter)
             description, owner, amount, charges = self._meters.get(
                 key, (label, row.org_id, Decimal(0), 0)
