@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from billing.cli.console import literal, load_settings, out, progress
+from billing.cli.console import literal, load_settings, out, progress, wait_option
 from billing.cli.ledger import invoices_app
 from billing.money import format_minor
 
@@ -77,12 +77,7 @@ def adjust_command(
             help="Withdraw this adjustment instead (kept on record, with --reason).",
         ),
     ] = None,
-    wait: Annotated[
-        float,
-        typer.Option(
-            "--wait", min=0, metavar="SECONDS", help="Wait this long for a run holding the period."
-        ),
-    ] = 0.0,
+    wait: Annotated[float, wait_option("Wait this long for a run holding the period.")] = 0.0,
 ) -> None:
     """Adjust a draft by a signed amount, on a meter (--meter) or as a free-text line
     (--description), or withdraw an adjustment (--cancel ID); the draft's statement is

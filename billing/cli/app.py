@@ -21,6 +21,7 @@ from billing.cli.adjust import adjust_command  # noqa: F401 (registers `billing 
 from billing.cli.console import (
     FormatOption,
     OutputFormat,
+    WaitOption,
     add_row,
     configure_logging,
     data_table,
@@ -272,15 +273,6 @@ ReviewOption = Annotated[
         metavar="",
         help="Open a review window of BILLING_REVIEW_DAYS: store drafts only (DRAFT, no "
         "email); beat finalizes those not on hold when it ends.",
-    ),
-]
-WaitOption = Annotated[
-    float,
-    typer.Option(
-        "--wait",
-        min=0,
-        metavar="SECONDS",
-        help="Wait this long for another run of the period to finish (default: do not wait).",
     ),
 ]
 

@@ -12,7 +12,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from datetime import date, datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -121,6 +121,18 @@ FormatOption = Annotated[
     ),
 ]
 
+
+def wait_option(help_text: str) -> Any:
+    """The `--wait SECONDS` option of a command that takes a period's lock: how long it waits
+    for the run holding the period (each command says what it waits for)."""
+    return typer.Option("--wait", min=0, metavar="SECONDS", help=help_text)
+
+
+WaitOption = Annotated[
+    float,
+    wait_option("Wait this long for another run of the period to finish (default: do not wait)."),
+]
+
 Record = Mapping[str, object]
 
 
@@ -196,6 +208,35 @@ def emit_records(
             ),
         )
     out.print(table)
+
+
+def money_column(locale: str, column: str = "total") -> Callable[[Record], object]:
+    """A table cell of `emit_records(shown_as=...)`: the record's `column` as money in the
+    record's currency (its "currency" field), for people."""
+    from billing.statements import formatting  # imported here: `billing --help` does not need it
+
+    return lambda record: formatting.money(
+        record[column],  # type: ignore[arg-type]
+        str(record["currency"]),
+        locale,
+    )
+
+
+def emit_document(
+    output: OutputFormat,
+    document: Mapping[str, object],
+    columns: Sequence[str],
+    records: Iterable[Record],
+) -> bool:
+    """A `show` command's output for programs: CSV is its lines (`records`), JSON the whole
+    `document`. False for a table, which the command prints itself."""
+    if output is OutputFormat.CSV:
+        print_csv(columns, records)
+        return True
+    if output is OutputFormat.JSON:
+        print_json(document)
+        return True
+    return False
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -12,13 +12,14 @@ from billing.cli.console import (
     OutputFormat,
     add_row,
     data_table,
+    emit_document,
     emit_records,
     literal,
     load_settings,
+    money_column,
     out,
-    print_csv,
-    print_json,
     progress,
+    wait_option,
 )
 from billing.money import at_minor_units
 from billing.periods import BillingPeriod
@@ -83,12 +84,9 @@ def create_command(
     ] = False,
     wait: Annotated[
         float,
-        typer.Option(
-            "--wait",
-            min=0,
-            metavar="SECONDS",
-            help="How long the emails wait for another run of the period to finish before "
-            "they are left in the outbox for billing email send.",
+        wait_option(
+            "How long the emails wait for another run of the period to finish before they are "
+            "left in the outbox for billing email send."
         ),
     ] = 30.0,
 ) -> None:
@@ -138,7 +136,6 @@ def list_command(
 ) -> None:
     """Credit notes by number: the invoice each credits, total, settlement, when, who, why."""
     from billing.finance.credit_notes import list_credit_notes
-    from billing.statements import formatting
 
     settings = load_settings()
     rows = list_credit_notes(
@@ -169,11 +166,7 @@ def list_command(
         title=plural(len(rows), "credit note"),
         table_columns=("number", "invoice", "org", "period", "total", "settlement", "created"),
         shown_as={
-            "total": lambda record: formatting.money(
-                record["total"],  # type: ignore[arg-type]
-                str(record["currency"]),
-                settings.locale,
-            ),
+            "total": money_column(settings.locale),
             "created": lambda record: f"{record['created']:%Y-%m-%d %H:%M}",
         },
         right=("total",),
@@ -214,28 +207,23 @@ def show_command(
         }
         for email in detail.emails
     ]
-    if output is OutputFormat.CSV:
-        print_csv(LINE_COLUMNS, lines)
-        return
-    if output is OutputFormat.JSON:
-        print_json(
-            {
-                "number": note.number,
-                "invoice": note.invoice_number,
-                "org": note.org_id,
-                "org_name": note.org_name,
-                "period": note.period,
-                "currency": note.currency,
-                "total": note.total,
-                "settlement": note.settlement,
-                "credit_grant": detail.grant_id,
-                "reason": note.reason,
-                "created_at": note.created_at,
-                "created_by": note.created_by,
-                "lines": lines,
-                "emails": emails,
-            }
-        )
+    document = {
+        "number": note.number,
+        "invoice": note.invoice_number,
+        "org": note.org_id,
+        "org_name": note.org_name,
+        "period": note.period,
+        "currency": note.currency,
+        "total": note.total,
+        "settlement": note.settlement,
+        "credit_grant": detail.grant_id,
+        "reason": note.reason,
+        "created_at": note.created_at,
+        "created_by": note.created_by,
+        "lines": lines,
+        "emails": emails,
+    }
+    if emit_document(output, document, LINE_COLUMNS, lines):
         return
 
     def money(value: object) -> str:

@@ -15,6 +15,7 @@ from billing.cli.console import (
     emit_records,
     literal,
     load_settings,
+    money_column,
     out,
     print_json,
 )
@@ -150,11 +151,7 @@ def show_command(
         shown_as={
             "id": lambda record: record["id"] if record["id"] is not None else "(due)",
             "date": lambda record: f"{record['date']:%Y-%m-%d %H:%M}",
-            "amount": lambda record: formatting.money(
-                record["amount"],  # type: ignore[arg-type]
-                str(record["currency"]),
-                settings.locale,
-            ),
+            "amount": money_column(settings.locale, "amount"),
         },
         right=("id", "amount", "grant"),
     )

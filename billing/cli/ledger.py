@@ -15,11 +15,14 @@ import typer
 from billing.cli.console import (
     FormatOption,
     OutputFormat,
+    WaitOption,
     add_row,
     data_table,
+    emit_document,
     emit_records,
     literal,
     load_settings,
+    money_column,
     out,
     print_csv,
     print_json,
@@ -63,7 +66,6 @@ def invoices_list(
     """Invoices with their state, number and total (a draft on hold reads "draft, held")."""
     from billing.finance.invoices import list_invoices
     from billing.finance.review import open_holds
-    from billing.statements import formatting
 
     if status is not None and status not in STATES:
         raise typer.BadParameter(
@@ -105,11 +107,7 @@ def invoices_list(
                 and (record["org"], record["period"]) in held
                 else record["state"]
             ),
-            "total": lambda record: formatting.money(
-                record["total"],  # type: ignore[arg-type]
-                str(record["currency"]),
-                settings.locale,
-            ),
+            "total": money_column(settings.locale),
         },
         right=("total", "lines", "id"),
     )
@@ -177,45 +175,40 @@ def invoices_show(
         }
         for note in detail.credit_notes
     ]
-    if output is OutputFormat.CSV:
-        print_csv(CHARGE_COLUMNS, charges)
-        return
-    if output is OutputFormat.JSON:
-        print_json(
-            {
-                "id": row.id,
-                "number": row.number,
-                "state": row.status,
-                "org": row.org_id,
-                "org_name": row.org_name,
-                "period": row.period,
-                "currency": row.currency,
-                "total": at_minor_units(row.total, row.currency),
-                "rate_card": f"{row.rate_card_id}@{row.rate_card_version}",
-                "rate_card_sha256": row.rate_card_hash,
-                "run": row.run_id,
-                "issued_at": row.issued_at,
-                "finalized_at": row.finalized_at,
-                "sent_at": row.sent_at,
-                "voided_at": row.voided_at,
-                "void_reason": row.void_reason,
-                "replaces": detail.replaces,
-                "replaced_by": detail.replaced_by,
-                "charges": charges,
-                "corrections": corrections,
-                "adjustments": adjustments,
-                "held": (
-                    None
-                    if detail.hold is None
-                    else {
-                        "reason": detail.hold.reason,
-                        "held_by": detail.hold.held_by,
-                        "held_at": detail.hold.held_at,
-                    }
-                ),
-                "credit_notes": credit_notes,
+    document = {
+        "id": row.id,
+        "number": row.number,
+        "state": row.status,
+        "org": row.org_id,
+        "org_name": row.org_name,
+        "period": row.period,
+        "currency": row.currency,
+        "total": at_minor_units(row.total, row.currency),
+        "rate_card": f"{row.rate_card_id}@{row.rate_card_version}",
+        "rate_card_sha256": row.rate_card_hash,
+        "run": row.run_id,
+        "issued_at": row.issued_at,
+        "finalized_at": row.finalized_at,
+        "sent_at": row.sent_at,
+        "voided_at": row.voided_at,
+        "void_reason": row.void_reason,
+        "replaces": detail.replaces,
+        "replaced_by": detail.replaced_by,
+        "charges": charges,
+        "corrections": corrections,
+        "adjustments": adjustments,
+        "held": (
+            None
+            if detail.hold is None
+            else {
+                "reason": detail.hold.reason,
+                "held_by": detail.hold.held_by,
+                "held_at": detail.hold.held_at,
             }
-        )
+        ),
+        "credit_notes": credit_notes,
+    }
+    if emit_document(output, document, CHARGE_COLUMNS, charges):
         return
 
     def money(amount: Decimal) -> str:
@@ -521,15 +514,7 @@ def email_status_command(
 @email_app.command("send")
 def email_send_command(
     period: Annotated[str, typer.Option("--period", metavar="PERIOD", help="The month, YYYY-MM.")],
-    wait: Annotated[
-        float,
-        typer.Option(
-            "--wait",
-            min=0,
-            metavar="SECONDS",
-            help="Wait this long for another run of the period to finish (default: do not wait).",
-        ),
-    ] = 0.0,
+    wait: WaitOption = 0.0,
 ) -> None:
     """Send the month's pending statement emails; nothing already sent goes out again."""
     from billing.finance.emails import send_pending

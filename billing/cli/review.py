@@ -8,20 +8,14 @@ from typing import Annotated
 
 import typer
 
-from billing.cli.console import literal, load_settings, out, progress
+from billing.cli.console import literal, load_settings, out, progress, wait_option
 from billing.cli.ledger import invoices_app
 
 InvoiceArgument = Annotated[
     str, typer.Argument(metavar="INVOICE", help="A draft's id (billing invoices list shows it).")
 ]
 WaitOption = Annotated[
-    float,
-    typer.Option(
-        "--wait",
-        min=0,
-        metavar="SECONDS",
-        help="Wait this long for a run of the period to finish (default: do not wait).",
-    ),
+    float, wait_option("Wait this long for a run of the period to finish (default: do not wait).")
 ]
 
 

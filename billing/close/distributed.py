@@ -38,7 +38,6 @@ from billing.close.runs import (
     record_invoices,
     record_rating,
     requested_close,
-    start_close,
 )
 from billing.close.steps import (
     Card,
@@ -50,7 +49,7 @@ from billing.close.steps import (
     rate,
     store_batch,
 )
-from billing.close.window import check_review_setting, review_decision
+from billing.close.window import check_review_setting, start_close
 from billing.config import Settings
 from billing.db.engine import ledger
 from billing.db.locks import hold_period, write_transaction
@@ -154,19 +153,16 @@ def begin_close(
     query = close_query(settings, pricing, org_ids)
     with ledger(settings) as engine, hold_period(engine, str(period), 0, log.info, now):
         with Session(engine) as session:
-            moment = now()
-            review = review_decision(session, settings, period, options, moment)
-            run_id = start_close(
+            run_id, review = start_close(
                 session,
                 settings,
                 period,
                 query,
-                review.options,
+                options,
                 trigger=trigger,
-                now=moment,
+                now=now(),
                 on_workers=True,
             )
-            review.record(session, run_id)
         if review.note:
             log.info("run %s: %s", run_id, review.note)
         with write_transaction(engine) as session:

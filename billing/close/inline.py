@@ -34,7 +34,6 @@ from billing.close.runs import (
     record_invoices,
     record_rating,
     run_recorded,
-    start_close,
     start_recorded_run,
 )
 from billing.close.steps import (
@@ -47,7 +46,7 @@ from billing.close.steps import (
     rate,
     store_batch,
 )
-from billing.close.window import check_review_setting, review_decision
+from billing.close.window import check_review_setting, review_decision, start_close
 from billing.config import Settings
 from billing.db.engine import ledger
 from billing.db.ledger import OrgOutcome
@@ -263,19 +262,9 @@ def close_period(
     query = close_query(settings, pricing, org_ids)
 
     def start(session: Session) -> tuple[int, CloseOptions]:
-        moment = now()
-        review = review_decision(session, settings, period, options, moment)
-        run_id = start_close(
-            session,
-            settings,
-            period,
-            query,
-            review.options,
-            trigger=trigger,
-            now=moment,
-            on_workers=False,
+        run_id, review = start_close(
+            session, settings, period, query, options, trigger=trigger, now=now(), on_workers=False
         )
-        review.record(session, run_id)
         if review.note:
             say(review.note)
         return run_id, review.options

@@ -25,9 +25,11 @@ from billing.statements import formatting
 from billing.statements.pdf import template_environment
 from billing.states import InvoiceStatus
 
-# Every template a close renders: statements, the run report and the emails.
+# Every template a close renders: statements (and the masthead they import), the run report
+# and the emails.
 TEMPLATES = (
     "statement.html",
+    "masthead.html",
     "report.html",
     "email/subject.txt",
     "email/statement.txt",

@@ -92,32 +92,6 @@ def start_recorded_run(
         ) from None
 
 
-def start_close(
-    session: Session,
-    settings: Settings,
-    period: BillingPeriod,
-    query: UsageQuery,
-    options: CloseOptions,
-    *,
-    trigger: str,
-    now: datetime,
-    on_workers: bool,
-) -> int:
-    """Record the start of a close (a draft close with `options.draft`) fetching `query`; a
-    close on workers starts at its fetching stage."""
-    return start_recorded_run(
-        session,
-        period,
-        trigger=trigger,
-        upstream=settings.mka1_base_url,
-        now=now,
-        operation="review" if options.review else "draft" if options.draft else "close",
-        request_params=close_request(settings, query, options if on_workers else None),
-        mode="distributed" if on_workers else "local",
-        stage=RunStage.FETCHING if on_workers else None,
-    )
-
-
 @dataclass(frozen=True)
 class DraftingRun:
     """The close whose rating the drafts of a period hold."""

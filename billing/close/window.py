@@ -9,11 +9,14 @@ from datetime import datetime, timedelta
 
 from sqlmodel import Session
 
+from billing.close.runs import close_request, start_recorded_run
 from billing.close.steps import CloseOptions
 from billing.config import Settings
 from billing.db.review import open_window, record_review_deadline
 from billing.errors import ConfigError
 from billing.periods import BillingPeriod
+from billing.states import RunStage
+from billing.usage.client import UsageQuery
 
 
 @dataclass(frozen=True)
@@ -68,3 +71,36 @@ def review_decision(
             "(no numbers, no email); then beat finalizes every draft not on hold",
         )
     return ReviewDecision(dataclasses.replace(options, review=False))
+
+
+def start_close(
+    session: Session,
+    settings: Settings,
+    period: BillingPeriod,
+    query: UsageQuery,
+    options: CloseOptions,
+    *,
+    trigger: str,
+    now: datetime,
+    on_workers: bool,
+) -> tuple[int, ReviewDecision]:
+    """Record the start of a close fetching `query`, with the period held, as the review window
+    decides (`review_decision`: a draft close while one is open, its deadline written on the
+    run); a close on workers starts at its fetching stage. Returns the run's id and the
+    decision: the options the close goes on with and the progress line that says so. Both
+    drivers, inline and on workers, start a close here."""
+    review = review_decision(session, settings, period, options, now)
+    chosen = review.options
+    run_id = start_recorded_run(
+        session,
+        period,
+        trigger=trigger,
+        upstream=settings.mka1_base_url,
+        now=now,
+        operation="review" if chosen.review else "draft" if chosen.draft else "close",
+        request_params=close_request(settings, query, chosen if on_workers else None),
+        mode="distributed" if on_workers else "local",
+        stage=RunStage.FETCHING if on_workers else None,
+    )
+    review.record(session, run_id)
+    return run_id, review

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlmodel import Session, SQLModel, col
 
 from billing.db.tables import (
@@ -202,6 +202,20 @@ def _daily_usage(session: Session, ids: list[int]) -> dict[int, list[DailyUsage]
         day = datetime.fromtimestamp(day_start, UTC).date()
         daily[invoice_id].append(DailyUsage(day, int(duration_ms)))
     return daily
+
+
+def invoice_by_reference(session: Session, reference: str, *, lock: bool = False) -> Invoice | None:
+    """The invoice a reference names: a number (INV-2026-000123) or, all digits, a draft's id
+    (drafts have no number); with `lock` its row is locked until the transaction ends. None
+    when there is none: the caller says what to give instead."""
+    conditions = [col(Invoice.number) == reference]
+    if reference.isdigit():
+        conditions.append(col(Invoice.id) == int(reference))
+    query = select(Invoice).where(or_(*conditions))
+    found: Invoice | None = (
+        session.execute(query.with_for_update() if lock else query).scalars().first()
+    )
+    return found
 
 
 def load_statements(

@@ -3,14 +3,15 @@ the period's reports are written again so the files match the ledger."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
-from sqlalchemy import Engine, or_, select
-from sqlmodel import Session, col
+from sqlalchemy import Engine
+from sqlmodel import Session
 
 from billing.close.publish import (
     output_folder,
@@ -23,7 +24,7 @@ from billing.config import Settings
 from billing.db.adjustments import add_adjustment, cancel_adjustment
 from billing.db.engine import ledger
 from billing.db.locks import hold_period, write_transaction
-from billing.db.repository import load_statements
+from billing.db.repository import invoice_by_reference, load_statements
 from billing.db.tables import Invoice, InvoiceAdjustment
 from billing.errors import BillingError
 from billing.periods import BillingPeriod
@@ -144,12 +145,7 @@ def cancel(
 def _find_invoice(session: Session, reference: str) -> Invoice:
     """The invoice a reference names: a draft's id, or a number (refused later, with what to
     do instead)."""
-    conditions = [col(Invoice.number) == reference.strip()]
-    if reference.strip().isdigit():
-        conditions.append(col(Invoice.id) == int(reference))
-    invoice: Invoice | None = (
-        session.execute(select(Invoice).where(or_(*conditions))).scalars().first()
-    )
+    invoice = invoice_by_reference(session, reference.strip())
     if invoice is None:
         raise BillingError(
             f"no invoice {reference!r}: give a draft's id "
@@ -176,13 +172,4 @@ def _rewrite_files(
     write_period_reports(settings, engine, period, folder, say)
     files = (folder / f"{documents.stem}.pdf", folder / f"{documents.stem}.csv")
     say(f"wrote {files[0].name}, {files[1].name} and the period's reports to {folder}")
-    return AdjustResult(
-        adjustment_id=result.adjustment_id,
-        org_id=result.org_id,
-        period=result.period,
-        currency=result.currency,
-        amount=result.amount,
-        draft_id=result.draft_id,
-        total=statement.total,
-        files=files,
-    )
+    return dataclasses.replace(result, total=statement.total, files=files)

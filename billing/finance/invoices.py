@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, select
 from sqlmodel import Session, col
 
 from billing.close.publish import publish_void
@@ -18,7 +18,7 @@ from billing.db.credit_notes import CreditNoteRow, credit_note_rows
 from billing.db.engine import existing_ledger, ledger
 from billing.db.ledger import void_invoice
 from billing.db.locks import hold_period, write_transaction
-from billing.db.repository import load_statements
+from billing.db.repository import invoice_by_reference, load_statements
 from billing.db.review import open_hold
 from billing.db.tables import BillingRun, Invoice, InvoiceCorrection, InvoiceLine
 from billing.domain import Statement
@@ -121,12 +121,7 @@ class HoldRow:
 
 def _find(session: Session, reference: str) -> Invoice:
     """An invoice by number (INV-2026-000123) or by id (for drafts, which have no number)."""
-    conditions = [col(Invoice.number) == reference]
-    if reference.isdigit():
-        conditions.append(col(Invoice.id) == int(reference))
-    invoice: Invoice | None = (
-        session.execute(select(Invoice).where(or_(*conditions))).scalars().first()
-    )
+    invoice = invoice_by_reference(session, reference)
     if invoice is None:
         raise BillingError(
             f"no invoice {reference!r}: give a number such as INV-2026-000123, or a draft's id "

@@ -14,6 +14,7 @@ from billing.close.steps import who_started
 from billing.config import Settings
 from billing.db.engine import existing_ledger, ledger
 from billing.db.locks import hold_period, write_transaction
+from billing.db.repository import invoice_by_reference
 from billing.db.review import latest_review_deadline, open_hold
 from billing.db.tables import BillingRun, Invoice, ReviewHold
 from billing.errors import BillingError, InvoiceStateError
@@ -131,13 +132,7 @@ def _under_lock(
 
 def _find(session: Session, reference: str, *, lock: bool = False) -> Invoice:
     """An invoice by a draft's id (or, to say what to do instead, by its number)."""
-    text = reference.strip()
-    query = select(Invoice).where(
-        col(Invoice.id) == int(text) if text.isdigit() else col(Invoice.number) == text
-    )
-    found: Invoice | None = session.execute(
-        query.with_for_update() if lock else query
-    ).scalar_one_or_none()
+    found = invoice_by_reference(session, reference.strip(), lock=lock)
     if found is None:
         raise BillingError(
             f"no invoice {reference!r}: give a draft's id (billing invoices list shows it)"

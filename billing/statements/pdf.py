@@ -6,7 +6,7 @@ import re
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from decimal import Decimal
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 from urllib.parse import unquote, urlsplit
@@ -221,10 +221,7 @@ class StatementRenderer:
             period_subtotal=sum((c.amount for c in billed), Decimal(0)),
             credits=credits,
             before_credit=statement.total - sum((c.amount for c in credits), Decimal(0)),
-            issuer_name=self._issuer_name,
-            issuer_address_lines=_lines(self._issuer_address),
-            billing_address_lines=_lines(statement.billing_address),
-            logo_url=self._logo_url,
+            **self._masthead(statement.billing_address),
             issued=statement.issued_at.date(),
             due=self.due_date(statement).date(),
             first_day=first_day,
@@ -237,32 +234,41 @@ class StatementRenderer:
 
     def pdf(self, statement: Statement) -> bytes:
         """The statement's PDF, printed in a Python frame stack chunk of its own."""
-        return in_own_stack_chunk(self._print, statement)
+        return in_own_stack_chunk(
+            self._print, partial(self.html, statement), f"org {statement.org_id}"
+        )
 
-    def _print(self, statement: Statement) -> bytes:
+    def _masthead(self, billing_address: str) -> dict[str, object]:
+        """What templates/masthead.html reads: the issuer, the logo and the addressee's
+        address, the same for a statement and a credit note."""
+        return {
+            "issuer_name": self._issuer_name,
+            "issuer_address_lines": _lines(self._issuer_address),
+            "billing_address_lines": _lines(billing_address),
+            "logo_url": self._logo_url,
+        }
+
+    def _print(self, html: Callable[[], str], document_name: str) -> bytes:
+        """The PDF of the HTML `html` renders (a statement's or a credit note's); a failure is
+        one OutputError naming the document."""
         from weasyprint import HTML
 
         try:
-            document = HTML(
-                string=self.html(statement), base_url=self._base_url, url_fetcher=self._fetcher
-            )
+            document = HTML(string=html(), base_url=self._base_url, url_fetcher=self._fetcher)
             pdf: bytes = document.write_pdf(
                 stylesheets=self._stylesheets,
                 font_config=_font_configuration(),
                 cache=self._image_cache,
             )
         except OSError as error:
-            raise OutputError(f"org {statement.org_id}: PDF rendering failed: {error}") from None
+            raise OutputError(f"{document_name}: PDF rendering failed: {error}") from None
         return pdf
 
     def credit_note_html(self, note: CreditNoteDocument) -> str:
         """A credit note's HTML (templates/credit_note.html, the statement's stylesheet)."""
         return self._environment.get_template("credit_note.html").render(
             n=note,
-            issuer_name=self._issuer_name,
-            issuer_address_lines=_lines(self._issuer_address),
-            billing_address_lines=_lines(note.billing_address),
-            logo_url=self._logo_url,
+            **self._masthead(note.billing_address),
             issued=note.created_at.date(),
             invoice_issued=note.invoice_issued_at.date(),
             first_day=note.billing_period.start.date(),
@@ -271,25 +277,9 @@ class StatementRenderer:
 
     def credit_note_pdf(self, note: CreditNoteDocument) -> bytes:
         """A credit note's PDF, printed like a statement's."""
-        return in_own_stack_chunk(self._print_credit_note, note)
-
-    def _print_credit_note(self, note: CreditNoteDocument) -> bytes:
-        from weasyprint import HTML
-
-        try:
-            document = HTML(
-                string=self.credit_note_html(note),
-                base_url=self._base_url,
-                url_fetcher=self._fetcher,
-            )
-            pdf: bytes = document.write_pdf(
-                stylesheets=self._stylesheets,
-                font_config=_font_configuration(),
-                cache=self._image_cache,
-            )
-        except OSError as error:
-            raise OutputError(f"credit note {note.number}: PDF rendering failed: {error}") from None
-        return pdf
+        return in_own_stack_chunk(
+            self._print, partial(self.credit_note_html, note), f"credit note {note.number}"
+        )
 
 
 def in_own_stack_chunk(call: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:

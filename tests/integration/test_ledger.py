@@ -6,7 +6,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 from pydantic import SecretStr
@@ -32,11 +31,10 @@ from tests.support.agreement import (
     query_one,
     rows,
 )
-from tests.support.reference import cards_need_session_kind, expected_totals, fetch_raw_results
+from tests.support.reference import reference_totals
 
 OCTOBER = BillingPeriod.parse("2026-10")
 NOVEMBER = BillingPeriod.parse("2026-11")
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 LATE_DAYS = 4  # the last days of October arrive after its invoices were finalized
 DRAFT = CloseOptions(draft=True)
 
@@ -64,16 +62,6 @@ def upstream(
             database_url=database_url, mka1_base_url=base_url, mka1_api_key=SecretStr("t")
         )
         yield settings, base_url
-
-
-def reference_totals(base_url: str, period: BillingPeriod) -> dict[str, Decimal]:
-    raw = fetch_raw_results(
-        base_url,
-        period.start_unix,
-        period.end_unix,
-        by_session_kind=cards_need_session_kind(EXAMPLES / "ratecards"),
-    )
-    return expected_totals(raw, EXAMPLES / "ratecards", EXAMPLES / "orgs.yaml", period.first_day)
 
 
 def ledger_image(database_url: str) -> list[tuple[object, ...]]:

@@ -9,7 +9,6 @@ import subprocess
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
-from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -33,10 +32,9 @@ from billing.periods import BillingPeriod
 from billing.usage.emulator import running_emulator
 from tests.support.agreement import assert_period_agrees, count, rows
 from tests.support.processes import run_billing
-from tests.support.reference import cards_need_session_kind, expected_totals, fetch_raw_results
+from tests.support.reference import reference_totals
 
 OCTOBER = BillingPeriod.parse("2026-10")
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 LATE_DAYS = 3  # the last days of October reach the upstream only on day 2 of the window
 DAY_0 = OCTOBER.end + timedelta(days=1, hours=6)  # 2026-11-02 06:00 UTC: beat's close
 REVIEW_DAYS = 3
@@ -75,16 +73,6 @@ def upstream(
         )
 
 
-def reference_totals(base_url: str) -> dict[str, Decimal]:
-    raw = fetch_raw_results(
-        base_url,
-        OCTOBER.start_unix,
-        OCTOBER.end_unix,
-        by_session_kind=cards_need_session_kind(EXAMPLES / "ratecards"),
-    )
-    return expected_totals(raw, EXAMPLES / "ratecards", EXAMPLES / "orgs.yaml", OCTOBER.first_day)
-
-
 def invoices(database_url: str) -> list[tuple[object, ...]]:
     """(org, number, status) of October's live invoices, in org order."""
     return rows(
@@ -106,7 +94,7 @@ def test_a_window_of_3_days_takes_in_late_usage_and_ends_finalized_with_no_corre
         opened = close_period(
             settings, OCTOBER, now=at(DAY_0), options=REVIEW, progress=said.append
         )
-        early = reference_totals(base_url)
+        early = reference_totals(base_url, OCTOBER)
     # Day 0: a draft close (no numbers, no email, DRAFT on every page) that records the window.
     assert any("review window of 2026-10 open until 2026-11-05 06:00 UTC" in s for s in said)
     assert {s.status for s in opened.statements} == {"draft"}
@@ -126,7 +114,7 @@ def test_a_window_of_3_days_takes_in_late_usage_and_ends_finalized_with_no_corre
     with upstream(make_settings, database_url) as (settings, base_url):
         day_2 = DAY_0 + timedelta(days=2)
         again = close_period(settings, OCTOBER, now=at(day_2), progress=said.append)
-        due = reference_totals(base_url)
+        due = reference_totals(base_url, OCTOBER)
         assert due != early, "the late days must change some totals"
         assert any("the review window of 2026-10 is open until 2026-11-05 06:00" in s for s in said)
         assert {s.status for s in again.statements} == {"draft"}
@@ -286,7 +274,7 @@ def test_the_distributed_close_opens_the_window_and_a_close_inside_it_only_draft
             settings, OCTOBER, trigger="cli", now=at(DAY_0 + timedelta(days=2))
         )
         drain(settings, Work(again, fetch=True))
-        due = reference_totals(base_url)
+        due = reference_totals(base_url, OCTOBER)
         runs = rows(
             database_url,
             "SELECT id, operation, status, finalized_count FROM billing_run ORDER BY id",

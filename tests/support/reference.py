@@ -12,13 +12,17 @@ from datetime import date
 from decimal import Decimal
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import yaml
 
+if TYPE_CHECKING:
+    from billing.periods import BillingPeriod
+
 MODEL_KEYS = ("unit_price", "tiers", "tier_mode", "package_size", "package_price")
 PLACES = {"USD": 2, "EUR": 2, "JPY": 0, "BHD": 3}
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 def cards_need_session_kind(cards_dir: Path) -> bool:
@@ -157,3 +161,15 @@ def expected_totals(
             total_minor = max(total_minor, _half_up(Fraction(Decimal(minimum)), places))
         totals[org] = Decimal(total_minor).scaleb(-places)
     return totals
+
+
+def reference_totals(base_url: str, period: BillingPeriod) -> dict[str, Decimal]:
+    """The total per org of a period's usage on the emulator at `base_url`, by hand from the
+    example rate cards and org directory (examples/)."""
+    raw = fetch_raw_results(
+        base_url,
+        period.start_unix,
+        period.end_unix,
+        by_session_kind=cards_need_session_kind(EXAMPLES / "ratecards"),
+    )
+    return expected_totals(raw, EXAMPLES / "ratecards", EXAMPLES / "orgs.yaml", period.first_day)
