@@ -6,6 +6,7 @@
     unit        queued ─▶ running ─▶ done | failed | parked        (one step of a distributed run)
     delivery    pending ─▶ sending ─▶ sent | failed | unknown      (one email of the outbox)
     credit      grant ─▶ consumption | expiry | reversal             (an org's credit balance)
+    webhook     pending ─▶ delivered | failed (retried with backoff until it gives up)
 
 The values are what the database stores; a StrEnum compares equal to its value, so rows read
 back as plain strings match these members.
@@ -110,3 +111,38 @@ class CreditSettlement(StrEnum):
 
     REFUND = "refund"
     CREDIT = "credit"
+
+
+class Role(StrEnum):
+    """What a console user or an API token may do: read; also review and credit; also void
+    and manage users and tokens. Each role can do all a lower one can."""
+
+    VIEWER = "viewer"
+    APPROVER = "approver"
+    ADMIN = "admin"
+
+    @property
+    def rank(self) -> int:
+        return list(Role).index(self)
+
+    def allows(self, needed: Role) -> bool:
+        return self.rank >= needed.rank
+
+
+class WebhookEventType(StrEnum):
+    """The events a webhook endpoint can ask for."""
+
+    INVOICE_FINALIZED = "invoice.finalized"
+    INVOICE_SENT = "invoice.sent"
+    INVOICE_VOIDED = "invoice.voided"
+    CREDIT_NOTE_CREATED = "credit_note.created"
+    RUN_SUCCEEDED = "run.succeeded"
+    RUN_FAILED = "run.failed"
+
+
+class WebhookDeliveryStatus(StrEnum):
+    """One event's delivery to one endpoint."""
+
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    FAILED = "failed"

@@ -183,6 +183,8 @@ class Invoice(SQLModel, table=True):
     # minimum recomputed without re-rating (0010); None: no discount, no minimum.
     discount_percent: Decimal | None = Field(default=None, sa_column=Column(ExactDecimal()))
     minimum_charge: Decimal | None = Field(default=None, sa_column=Column(ExactDecimal()))
+    # Who voided it: "user@host" from the CLI, "name (console)" from the console or API (0011).
+    voided_by: str | None = Field(default=None, max_length=200)
 
 
 class InvoiceDailyUsage(SQLModel, table=True):
@@ -521,6 +523,107 @@ class CreditEntry(SQLModel, table=True):
     expires_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime()))
     created_by: str = Field(max_length=200)
     created_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+
+
+class ConsoleUser(SQLModel, table=True):
+    """A person who signs in to the console: a role and an argon2 password hash (0011)."""
+
+    __tablename__ = "console_user"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=100, unique=True)
+    role: str = Field(max_length=16)  # Role
+    password_hash: str = Field(sa_column=Column(Text, nullable=False))
+    created_by: str = Field(max_length=200)
+    created_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    disabled_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime()))
+
+
+class ApiToken(SQLModel, table=True):
+    """A bearer token of the REST API: only its SHA-256 is stored, with a short prefix to
+    recognise it by; revoked tokens stay on record (0011)."""
+
+    __tablename__ = "api_token"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=100)
+    role: str = Field(max_length=16)  # Role
+    token_hash: str = Field(max_length=64, unique=True)
+    token_prefix: str = Field(max_length=16)
+    created_by: str = Field(max_length=200)
+    created_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    last_used_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime()))
+    revoked_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime()))
+
+
+class WebSession(SQLModel, table=True):
+    """A signed-in console session: the cookie's SHA-256, its CSRF token and expiry (0011)."""
+
+    __tablename__ = "web_session"
+
+    id: int | None = Field(default=None, primary_key=True)
+    token_hash: str = Field(max_length=64, unique=True)
+    user_id: int = Field(
+        sa_column=Column(Integer, ForeignKey("console_user.id", ondelete="CASCADE"), nullable=False)
+    )
+    csrf_token: str = Field(max_length=64)
+    created_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    expires_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    last_seen_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+
+
+class LoginAttempt(SQLModel, table=True):
+    """One sign-in attempt, kept to slow down repeated failures by name and by address (0011)."""
+
+    __tablename__ = "login_attempt"
+    __table_args__ = (
+        Index("ix_login_attempt_name_at", "name", "at"),
+        Index("ix_login_attempt_remote_at", "remote", "at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=200)
+    remote: str = Field(max_length=64)
+    succeeded: bool = False
+    at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+
+
+class WebhookEvent(SQLModel, table=True):
+    """An event for webhook endpoints, written in the same transaction as the change it
+    reports (an outbox); `event_id` is stable for the receiver's idempotency (0011)."""
+
+    __tablename__ = "webhook_event"
+
+    id: int | None = Field(default=None, primary_key=True)
+    event_id: str = Field(max_length=40, unique=True)
+    type: str = Field(max_length=40, index=True)  # WebhookEventType
+    payload: str = Field(sa_column=Column(Text, nullable=False))  # the JSON body's "data"
+    created_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+
+
+class WebhookDelivery(SQLModel, table=True):
+    """One event's delivery to one configured endpoint: attempts, backoff, the last reply."""
+
+    __tablename__ = "webhook_delivery"
+    __table_args__ = (
+        UniqueConstraint("event_id", "endpoint", name="uq_webhook_delivery_event_endpoint"),
+        Index("ix_webhook_delivery_status_next", "status", "next_attempt_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    event_id: int = Field(
+        sa_column=Column(
+            Integer, ForeignKey("webhook_event.id", ondelete="CASCADE"), nullable=False
+        )
+    )
+    endpoint: str = Field(max_length=100)  # the endpoint's name in BILLING_WEBHOOKS
+    url: str = Field(sa_column=Column(Text, nullable=False))
+    status: str = Field(max_length=16)  # WebhookDeliveryStatus
+    attempts: int = 0
+    next_attempt_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    last_status_code: int | None = None
+    last_error: str | None = Field(default=None, sa_column=Column(Text))
+    delivered_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime()))
 
 
 metadata = SQLModel.metadata
