@@ -14,6 +14,9 @@
     │   └── LedgerMissing           a reading command found no database or no schema
     ├── PeriodBusy                  a run cannot start: another run holds the period's lock
     ├── InvoiceStateError           the invoice's state does not allow the action (void a draft)
+    ├── NotFound                    no invoice, run, credit note or adjustment by that reference
+    ├── AccessError                 a user, token or sign-in refused
+    │   └── SignInThrottled         too many failed sign-ins: wait (it says how long)
     └── OutputError                 a statement or email could not be written
 
 Anything else is a bug and keeps its traceback.
@@ -78,9 +81,25 @@ class InvoiceStateError(BillingError):
     """The invoice is not in a state that allows what was asked (finalized ones never change)."""
 
 
+class NotFound(BillingError):
+    """Nothing in the ledger goes by the reference given (an invoice, run, credit note...)."""
+
+
 class OutputError(BillingError):
     """A statement, report or email file could not be written."""
 
 
 class IncompleteUsage(UsageError):
     """The grouped usage does not add up to the per-org totals: nothing was billed."""
+
+
+class AccessError(BillingError):
+    """A user, a token or a sign-in was refused: unknown, wrong, not allowed, or slowed down."""
+
+
+class SignInThrottled(AccessError):
+    """Too many failed sign-ins for a name or from an address: wait before trying again."""
+
+    def __init__(self, message: str, retry_after_seconds: int) -> None:
+        super().__init__(message)
+        self.retry_after_seconds = retry_after_seconds

@@ -17,6 +17,7 @@ import typer
 
 # The close, the database and the PDF library are imported inside the commands that use them,
 # so that `billing --help` and `billing --version` answer at once.
+from billing.cli.access import tokens_app, users_app
 from billing.cli.adjust import adjust_command  # noqa: F401 (registers `billing invoices adjust`)
 from billing.cli.console import (
     FormatOption,
@@ -70,6 +71,8 @@ app.add_typer(email_app, name="email")
 app.command("void")(void_command)
 app.add_typer(credit_notes_app, name="credit-notes")
 app.add_typer(credits_app, name="credits")
+app.add_typer(users_app, name="users")
+app.add_typer(tokens_app, name="tokens")
 
 
 def _print_version(wanted: bool) -> None:
