@@ -102,6 +102,14 @@ class Settings(BaseSettings):
     page_size: Literal["A4", "Letter"] = Field("A4", validation_alias=_env("BILLING_PAGE_SIZE"))
     auto_migrate: bool = Field(True, validation_alias=_env("BILLING_AUTO_MIGRATE"))
     cost_centres: Path | None = Field(None, validation_alias=_env("BILLING_COST_CENTRES"))
+    # Webhook endpoints (YAML, billing/catalog/webhooks.py); unset: events are only recorded.
+    webhooks: Path | None = Field(None, validation_alias=_env("BILLING_WEBHOOKS"))
+    webhook_max_attempts: int = Field(
+        8, ge=1, validation_alias=_env("BILLING_WEBHOOK_MAX_ATTEMPTS")
+    )
+    webhook_timeout_seconds: float = Field(  # float-ok: seconds
+        10.0, gt=0, validation_alias=_env("BILLING_WEBHOOK_TIMEOUT_SECONDS")
+    )
     report_swing_percent: Decimal = Field(
         Decimal(50), ge=0, validation_alias=_env("BILLING_REPORT_SWING_PERCENT")
     )
@@ -126,7 +134,7 @@ class Settings(BaseSettings):
             return tuple(part.strip() for part in value.split(",") if part.strip())
         return value
 
-    @field_validator("cost_centres", mode="before")
+    @field_validator("cost_centres", "webhooks", mode="before")
     @classmethod
     def _blank_path_is_unset(cls, value: object) -> object:
         return None if value == "" else value

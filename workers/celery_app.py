@@ -27,6 +27,7 @@ ROUTES = {
     "workers.tasks.finalize_due_reviews": FETCH_QUEUE,
     "workers.tasks.render_invoice": RENDER_QUEUE,
     "workers.tasks.email_invoice": EMAIL_QUEUE,
+    "workers.tasks.deliver_webhooks": EMAIL_QUEUE,
 }
 
 
@@ -80,6 +81,12 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
             "task": "workers.tasks.finalize_due_reviews",
             "schedule": timedelta(minutes=settings.sweep_minutes),
             "options": {"expires": settings.sweep_minutes * 60},
+        },
+        # Webhooks due now (a no-op without BILLING_WEBHOOKS); a missed minute is not kept.
+        "deliver-webhooks": {
+            "task": "workers.tasks.deliver_webhooks",
+            "schedule": timedelta(minutes=1),
+            "options": {"expires": 60},
         },
     }
 

@@ -19,6 +19,7 @@ from billing.close.review import finalize_due_reviews as finalize_ended_windows
 from billing.close.steps import CloseOptions
 from billing.config import get_settings
 from billing.errors import BillingError, PeriodBusy, UpstreamUnavailable
+from billing.finance.webhooks import deliver_due
 from billing.periods import BillingPeriod
 from billing.states import UnitStep
 from workers.celery_app import app
@@ -170,3 +171,17 @@ def finalize_due_reviews() -> dict[str, object]:
     period busy with another run is left for the next beat."""
     done = finalize_ended_windows(get_settings())
     return {"periods": [item.as_dict() for item in done]}
+
+
+@app.task(name="workers.tasks.deliver_webhooks")
+def deliver_webhooks() -> dict[str, object]:
+    """Deliver the webhooks due now (beat, every minute; and after a command wrote events).
+    Deliveries are claimed one sender at a time, so overlapping tasks never send one twice."""
+    counts = deliver_due(get_settings())
+    return {
+        "queued": counts.queued,
+        "delivered": counts.delivered,
+        "retrying": counts.retrying,
+        "failed": counts.failed,
+        "deferred": counts.deferred,
+    }

@@ -39,6 +39,8 @@ from billing.cli.credit_notes import credit_notes_app
 from billing.cli.credits import credits_app
 from billing.cli.ledger import email_app, invoices_app, runs_app, void_command
 from billing.cli.review import hold_command  # noqa: F401  (adds `billing invoices hold|release`)
+from billing.cli.serve import serve_command
+from billing.cli.webhooks import deliver_after_command, webhooks_app
 from billing.errors import BillingError, ConfigError
 from billing.money import at_minor_units
 from billing.periods import BillingPeriod
@@ -69,10 +71,12 @@ app.add_typer(invoices_app, name="invoices")
 app.add_typer(runs_app, name="runs")
 app.add_typer(email_app, name="email")
 app.command("void")(void_command)
+app.command("serve")(serve_command)
 app.add_typer(credit_notes_app, name="credit-notes")
 app.add_typer(credits_app, name="credits")
 app.add_typer(users_app, name="users")
 app.add_typer(tokens_app, name="tokens")
+app.add_typer(webhooks_app, name="webhooks")
 
 
 def _print_version(wanted: bool) -> None:
@@ -306,9 +310,12 @@ def close(
     settings = load_settings()
     options = CloseOptions(draft=draft, reissue=reissue, review=review, wait_seconds=wait)
     check_review_setting(settings, options)  # here too: before a close is sent to workers
-    result = _dispatch_close(
-        settings, BillingPeriod.parse(period), "cli", tuple(org or ()), options
-    )
+    try:
+        result = _dispatch_close(
+            settings, BillingPeriod.parse(period), "cli", tuple(org or ()), options
+        )
+    finally:
+        deliver_after_command(settings)  # the events it wrote, with BILLING_WEBHOOKS set
     if result is not None:
         print_result(result, settings, output)
 
@@ -350,9 +357,12 @@ def finalize(
     from billing.close.inline import finalize_period
 
     settings = load_settings()
-    result = finalize_period(
-        settings, BillingPeriod.parse(period), progress=progress, wait_seconds=wait
-    )
+    try:
+        result = finalize_period(
+            settings, BillingPeriod.parse(period), progress=progress, wait_seconds=wait
+        )
+    finally:
+        deliver_after_command(settings)  # the events it wrote, with BILLING_WEBHOOKS set
     print_result(result, settings, output)
 
 

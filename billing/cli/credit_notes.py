@@ -21,6 +21,7 @@ from billing.cli.console import (
     progress,
     wait_option,
 )
+from billing.cli.webhooks import deliver_after_command
 from billing.money import at_minor_units
 from billing.periods import BillingPeriod
 from billing.wording import plural
@@ -120,6 +121,7 @@ def create_command(
         out.print(f"emails: {created.emails.describe()}")
     else:
         out.print("no email: the org has no billing contact")
+    deliver_after_command(settings)  # credit_note.created, with BILLING_WEBHOOKS set
 
 
 @credit_notes_app.command("list")

@@ -28,6 +28,7 @@ from billing.cli.console import (
     print_json,
     progress,
 )
+from billing.cli.webhooks import deliver_after_command
 from billing.money import at_minor_units, format_quantity
 from billing.periods import BillingPeriod
 from billing.states import DeliveryStatus, InvoiceStatus
@@ -459,6 +460,7 @@ def void_command(
         f"billing close --period {voided.period} --org {literal(voided.org_id)} "
         "issues a replacement"
     )
+    deliver_after_command(settings)  # invoice.voided, with BILLING_WEBHOOKS set
 
 
 email_app = typer.Typer(
@@ -528,6 +530,7 @@ def email_send_command(
             f"[yellow]{literal(cut_off)}: cut off before the server replied, now unknown[/yellow]"
         )
     out.print(f"sent {report.describe()}" if report.messages else "nothing pending to send")
+    deliver_after_command(settings)  # invoice.sent, with BILLING_WEBHOOKS set
 
 
 @email_app.command("resend")

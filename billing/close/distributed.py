@@ -67,6 +67,7 @@ from billing.db.runtasks import (
 )
 from billing.db.snapshots import iter_snapshot
 from billing.db.tables import BillingRun, EmailDelivery, Invoice, UsageSnapshotRow
+from billing.db.webhooks import record_run_end
 from billing.domain import RatingReport, Statement, UsageRecord
 from billing.email.messages import StatementDocuments
 from billing.email.outbox import OutboxSender
@@ -301,6 +302,7 @@ def advance(settings: Settings, run_id: int, *, now: Clock = _now) -> Work:
                 f"units that cannot finish ({', '.join(stuck)}): parked after too many "
                 f"deliveries, or failed; billing runs show {run_id}"
             )
+            record_run_end(session, run, run.finished_at)  # webhook event: run.failed
             return Work(run_id)
         rated = counts.get(UnitStep.RATE, Counter())[UnitStatus.DONE]
         if run.stage == RunStage.RATING and rated >= run.batches_total:
@@ -489,6 +491,7 @@ def _fail(engine: Engine, run_id: int, step: UnitStep, unit: str, error: str, no
         finish_unit(session, run_id, step, unit, now(), error=error)
         run = _run_row(session, run_id)
         run.status, run.error, run.finished_at = RunStatus.FAILED, f"{step} {unit}: {error}", now()
+        record_run_end(session, run, run.finished_at)  # webhook event: run.failed
 
 
 def fail_unit(settings: Settings, run_id: int, step: UnitStep, unit: str, error: str) -> None:

@@ -358,9 +358,11 @@ def finalize_period(
     now: Clock = _utc_now,
     wait_seconds: float = 0.0,  # float-ok: a timeout
     precondition: Callable[[Session], None] | None = None,
+    actor: str | None = None,
 ) -> CloseResult:
     """Finalize the drafts of a period (numbers them, freezes them), then render and email;
-    `precondition`, checked with the period held before the run is recorded, may refuse."""
+    `precondition`, checked with the period held before the run is recorded, may refuse;
+    `actor` is who the run records as its starter (None: the user and host running this)."""
     say = progress or log.info
     load_cost_centre_map(settings)
     preflight(settings, period, Operation.FINALIZE, now=now())
@@ -377,6 +379,7 @@ def finalize_period(
             upstream="(no fetch: finalizes stored drafts)",
             now=now(),
             operation="finalize",
+            started_by=actor,
         )
         return run_id, drafted_by
 

@@ -15,6 +15,7 @@ from sqlalchemy import select
 from sqlmodel import Session, col
 
 from billing.addresses import parse_mailbox, parse_smtp_url
+from billing.catalog.webhooks import load_webhooks
 from billing.close.pricing import Pricing
 from billing.config import Settings
 from billing.db.engine import existing_ledger, parse_database_url
@@ -65,6 +66,7 @@ def preflight(
     check_locale(settings.locale, pricing)
     check_templates(settings.templates_dir)
     check_email_settings(settings)
+    check_webhook_endpoints(settings)
     check_output_folder(settings.output_dir, period)
     if operation == Operation.CLOSE:
         check_api_key(settings)
@@ -192,6 +194,13 @@ def check_email_settings(settings: Settings) -> None:
                 "(e.g. smtp://user:password@host:587)"
             )
         parse_smtp_url(settings.smtp_url.get_secret_value(), "BILLING_SMTP_URL")
+
+
+def check_webhook_endpoints(settings: Settings) -> None:
+    """BILLING_WEBHOOKS, when set, is a valid endpoints file whose every secret is found; a
+    problem is `file:line: field: message`."""
+    if settings.webhooks is not None:
+        load_webhooks(settings.webhooks)
 
 
 def check_output_folder(output_dir: Path, period: BillingPeriod) -> None:

@@ -66,9 +66,11 @@ def start_recorded_run(
     rerated_from_run_id: int | None = None,
     mode: str = "local",
     stage: RunStage | None = None,
+    started_by: str | None = None,
 ) -> int:
     """Record that a run of the period has begun (committed at once, so a failure is still on
-    record), or raise PeriodBusy when another run of it is under way."""
+    record), or raise PeriodBusy when another run of it is under way; `started_by` is who
+    started it (None: the user and host running this)."""
     try:
         return start_run(
             session,
@@ -79,7 +81,7 @@ def start_recorded_run(
             request_params=request_params,
             rerated_from_run_id=rerated_from_run_id,
             operation=operation,
-            started_by=who_started(),
+            started_by=started_by or who_started(),
             mode=mode,
             stage=stage,
         )

@@ -22,16 +22,18 @@ def count_users(session: Session) -> int:
     return int(session.execute(select(func.count()).select_from(ConsoleUser)).scalar_one())
 
 
-def live_token(session: Session, token_hash: str, now: datetime) -> ApiToken | None:
-    """The unrevoked token with this hash, its last use set to `now`."""
+def live_token(session: Session, token_hash: str) -> ApiToken | None:
+    """The unrevoked token with this hash."""
     token: ApiToken | None = session.execute(
         select(ApiToken).where(
             col(ApiToken.token_hash) == token_hash, col(ApiToken.revoked_at).is_(None)
         )
     ).scalar_one_or_none()
-    if token is not None:
-        token.last_used_at = now
     return token
+
+
+def mark_token_used(session: Session, token_id: int, now: datetime) -> None:
+    session.execute(update(ApiToken).where(col(ApiToken.id) == token_id).values(last_used_at=now))
 
 
 def recent_failures(

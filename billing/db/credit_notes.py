@@ -28,6 +28,7 @@ from billing.db.tables import (
     InvoiceCharge,
     InvoiceLine,
 )
+from billing.db.webhooks import record_credit_note
 from billing.errors import InvoiceStateError
 from billing.money import decimal_to_minor, format_minor, minor_to_decimal
 from billing.states import DeliveryKind, DeliveryStatus
@@ -193,6 +194,7 @@ def insert_credit_note(
         for item in planned
     )
     session.flush()
+    record_credit_note(session, note, invoice.number)  # webhook event, in this transaction
     return note
 
 

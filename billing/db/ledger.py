@@ -37,11 +37,12 @@ from billing.db.tables import (
     InvoiceLine,
     InvoiceNumberSequence,
 )
+from billing.db.webhooks import invoice_event_data, record_event, record_finalized
 from billing.domain import RatedInvoice
 from billing.errors import InvoiceStateError
 from billing.money import minor_to_decimal, round_quantity
 from billing.periods import BillingPeriod
-from billing.states import InvoiceStatus
+from billing.states import InvoiceStatus, WebhookEventType
 
 ISSUED = (InvoiceStatus.FINALIZED, InvoiceStatus.SENT)
 
@@ -567,6 +568,7 @@ def finalize_drafts(
         _mark_corrections_billed(session, [draft for draft in batch if draft.org_id in waiting])
         mark_adjustments_applied(session, batch)  # billed on these invoices now
         queue_statements(session, batch, now)
+        record_finalized(session, [draft.id for draft in batch], now)  # webhook events
         next_number += len(batch)
     if next_number - first != count:  # the drafts changed under the transaction's feet
         raise InvoiceStateError(
@@ -721,3 +723,9 @@ def void_invoice(session: Session, invoice: Invoice, reason: str, now: datetime)
     session.flush()
     queue_void_notice(session, invoice, now)
     reverse_void(session, invoice, now)  # credit it used comes back; credit it carried goes
+    record_event(
+        session,
+        WebhookEventType.INVOICE_VOIDED,
+        invoice_event_data(invoice, reason=invoice.void_reason, voided_by=invoice.voided_by),
+        now,
+    )

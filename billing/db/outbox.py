@@ -12,6 +12,7 @@ from sqlalchemy import func, insert, select, update
 from sqlmodel import Session, col
 
 from billing.db.tables import EmailDelivery, Invoice
+from billing.db.webhooks import record_sent
 from billing.states import DeliveryKind, DeliveryStatus, InvoiceStatus
 
 
@@ -265,11 +266,14 @@ def _mark_sent_when_delivered(session: Session, invoice_id: int, now: datetime) 
         )
     ).scalar_one()
     if open_rows == 0:
-        session.execute(
+        became_sent = session.execute(
             update(Invoice)
             .where(col(Invoice.id) == invoice_id, col(Invoice.status) == InvoiceStatus.FINALIZED)
             .values(status=InvoiceStatus.SENT, sent_at=now)
-        )
+            .returning(col(Invoice.id))
+        ).first()
+        if became_sent is not None:
+            record_sent(session, invoice_id, now)  # webhook event, in this transaction
 
 
 def pending_void_notices(session: Session, invoice_id: int) -> list[int]:

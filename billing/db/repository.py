@@ -19,6 +19,7 @@ from billing.db.tables import (
     InvoiceDailyUsage,
     InvoiceLine,
 )
+from billing.db.webhooks import record_run_end
 from billing.domain import (
     DailyUsage,
     RatingReport,
@@ -162,6 +163,9 @@ def finish_run(session: Session, run_id: int, outcome: RunOutcome, now: datetime
         values["usage_results"] = outcome.report.usage_results
         values["results_without_memory"] = outcome.report.results_without_memory
     session.execute(update(BillingRun).where(col(BillingRun.id) == run_id).values(**values))
+    ended = session.get(BillingRun, run_id)
+    if ended is not None:
+        record_run_end(session, ended, now)  # webhook event: run.succeeded / run.failed
     session.commit()
 
 

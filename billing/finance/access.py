@@ -20,6 +20,7 @@ from billing.db.access import (
     count_users,
     end_sessions,
     live_token,
+    mark_token_used,
     recent_failures,
     record_attempt,
     revoke_token,
@@ -41,6 +42,9 @@ SESSION_HOURS = 12
 FAILURE_WINDOW = timedelta(minutes=15)
 FREE_FAILURES = 3
 MAX_WAIT_SECONDS = 900
+# A token's last use is written at most this often: checking a token is a read, so an API
+# request does not queue behind a close's long write transaction on SQLite for every call.
+LAST_USE_RESOLUTION = timedelta(minutes=1)
 
 _hasher = PasswordHasher()
 
@@ -170,14 +174,21 @@ def revoke(settings: Settings, token_id: int, *, now: Clock = _utc_now) -> None:
 
 
 def principal_for_token(engine: Engine, raw_token: str, now: datetime) -> Principal | None:
-    """The principal a bearer token stands for, or None (unknown or revoked)."""
+    """The principal a bearer token stands for, or None (unknown or revoked); its last use is
+    recorded when the recorded one is over a minute old."""
     if not raw_token.startswith(TOKEN_PREFIX):
         return None
-    with write_transaction(engine) as session:
-        token = live_token(session, digest(raw_token), now)
+    with Session(engine) as session:
+        token = live_token(session, digest(raw_token))
         if token is None:
             return None
-        return Principal(token.name, Role(token.role), "token")
+        principal = Principal(token.name, Role(token.role), "token")
+        stale = token.last_used_at is None or now - token.last_used_at >= LAST_USE_RESOLUTION
+        token_id = token.id
+    if stale and token_id is not None:
+        with write_transaction(engine) as writing:
+            mark_token_used(writing, token_id, now)
+    return principal
 
 
 def sign_in(

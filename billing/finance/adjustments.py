@@ -26,7 +26,7 @@ from billing.db.engine import ledger
 from billing.db.locks import hold_period, write_transaction
 from billing.db.repository import invoice_by_reference, load_statements
 from billing.db.tables import Invoice, InvoiceAdjustment
-from billing.errors import BillingError
+from billing.errors import BillingError, NotFound
 from billing.periods import BillingPeriod
 from billing.statements.pdf import shared_renderer
 
@@ -114,7 +114,7 @@ def cancel(
         with Session(engine) as session:
             found = session.get(InvoiceAdjustment, adjustment_id)
             if found is None:
-                raise BillingError(
+                raise NotFound(
                     f"no adjustment {adjustment_id}: billing invoices show DRAFT lists a "
                     "draft's adjustments"
                 )
@@ -147,7 +147,7 @@ def _find_invoice(session: Session, reference: str) -> Invoice:
     do instead)."""
     invoice = invoice_by_reference(session, reference.strip())
     if invoice is None:
-        raise BillingError(
+        raise NotFound(
             f"no invoice {reference!r}: give a draft's id "
             "(billing invoices list --status draft shows them)"
         )

@@ -42,7 +42,7 @@ from billing.db.ledger import reserve_numbers
 from billing.db.locks import hold_period, write_transaction
 from billing.db.tables import CreditEntry, CreditNoteNumberSequence, Invoice
 from billing.email.outbox import OutboxSender, SendReport
-from billing.errors import BillingError, InvoiceStateError, PeriodBusy
+from billing.errors import BillingError, InvoiceStateError, NotFound, PeriodBusy
 from billing.money import decimal_to_minor
 from billing.periods import BillingPeriod
 from billing.statements.credit_notes import CreditNoteFiles, render_credit_note, write_credit_note
@@ -182,7 +182,7 @@ def _refuse_unknown(session: Session, reference: str) -> NoReturn:
         raise BillingError(
             f"{reference!r} is an id; credit notes take the invoice's number ({found.number})"
         )
-    raise BillingError(
+    raise NotFound(
         f"no invoice numbered {reference!r}: give a number such as INV-2026-000123 "
         "(billing invoices list shows them)"
     )
@@ -206,11 +206,15 @@ def create_credit_note(
     now: Clock = _utc_now,
     progress: Progress = _quiet,
     wait_seconds: float = SEND_WAIT_SECONDS,  # float-ok: a timeout
+    actor: str | None = None,
 ) -> CreatedCreditNote:
     """Issue a credit note against an invoice number, write its PDF and CSV into the period's
-    folder (`<org>-<CN-number>.pdf|csv`) and send its emails (each once)."""
+    folder (`<org>-<CN-number>.pdf|csv`) and send its emails (each once); `actor` is who is
+    recorded as its creator (None: the user and host running this)."""
     with ledger(settings) as engine:
-        issued = issue_credit_note(engine, reference, request, created_by=who_started(), now=now())
+        issued = issue_credit_note(
+            engine, reference, request, created_by=actor or who_started(), now=now()
+        )
         with Session(engine) as session:
             document = credit_note_documents(session, [issued.credit_note_id])[
                 issued.credit_note_id
@@ -296,10 +300,16 @@ class CreditNoteDetail:
 
 
 def credit_note_detail(settings: Settings, number: str) -> CreditNoteDetail:
-    with existing_ledger(settings) as engine, Session(engine) as session:
+    with existing_ledger(settings) as engine:
+        return read_credit_note_detail(engine, number)
+
+
+def read_credit_note_detail(engine: Engine, number: str) -> CreditNoteDetail:
+    """One credit note by number, read through an engine the caller keeps open."""
+    with Session(engine) as session:
         note = credit_note_by_number(session, number.strip())
         if note is None or note.id is None:
-            raise BillingError(
+            raise NotFound(
                 f"no credit note numbered {number!r}: give a number such as CN-2026-000001 "
                 "(billing credit-notes list shows them)"
             )

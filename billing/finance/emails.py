@@ -18,7 +18,7 @@ from billing.db.locks import hold_period, write_transaction
 from billing.db.outbox import contacts_of, deliveries, queue_resend
 from billing.db.tables import Invoice
 from billing.email.outbox import OutboxSender, SendReport
-from billing.errors import BillingError
+from billing.errors import BillingError, NotFound
 from billing.periods import BillingPeriod
 from billing.statements.credit_notes import render_credit_note
 from billing.statements.files import period_folder
@@ -109,8 +109,10 @@ def resend(
     *,
     progress: Progress = _quiet,
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    actor: str | None = None,
 ) -> SendReport:
-    """Send an issued invoice's statement again to one of its org's contacts (recorded)."""
+    """Send an issued invoice's statement again to one of its org's contacts (recorded, with
+    `actor` as who asked: None is the user and host running this)."""
     engine = open_ledger(settings)
     try:
         with write_transaction(engine) as session:
@@ -118,7 +120,7 @@ def resend(
                 select(Invoice).where(col(Invoice.number) == reference)
             ).scalar_one_or_none()
             if invoice is None:
-                raise BillingError(
+                raise NotFound(
                     f"no invoice numbered {reference!r}: billing invoices list shows them"
                 )
             if invoice.status not in (InvoiceStatus.FINALIZED, InvoiceStatus.SENT):
@@ -132,7 +134,7 @@ def resend(
                     f"({', '.join(contacts_of(invoice)) or 'none'}); statements only go to the "
                     "org's own contacts: add it to the org directory and close again first"
                 )
-            delivery_id = queue_resend(session, invoice, recipient, who_started(), now())
+            delivery_id = queue_resend(session, invoice, recipient, actor or who_started(), now())
             period = BillingPeriod.parse(invoice.period)
     finally:
         engine.dispose()

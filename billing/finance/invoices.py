@@ -8,10 +8,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 
-from sqlalchemy import func, select
+from sqlalchemy import Engine, func, select
 from sqlmodel import Session, col
 
 from billing.close.publish import publish_void
+from billing.close.steps import who_started
 from billing.config import Settings
 from billing.db.adjustments import AdjustmentRow, adjustments_of
 from billing.db.credit_notes import CreditNoteRow, credit_note_rows
@@ -22,7 +23,7 @@ from billing.db.repository import invoice_by_reference, load_statements
 from billing.db.review import open_hold
 from billing.db.tables import BillingRun, Invoice, InvoiceCorrection, InvoiceLine
 from billing.domain import Statement
-from billing.errors import BillingError, InvoiceStateError
+from billing.errors import BillingError, InvoiceStateError, NotFound
 from billing.periods import BillingPeriod
 from billing.states import InvoiceStatus
 
@@ -123,7 +124,7 @@ def _find(session: Session, reference: str) -> Invoice:
     """An invoice by number (INV-2026-000123) or by id (for drafts, which have no number)."""
     invoice = invoice_by_reference(session, reference)
     if invoice is None:
-        raise BillingError(
+        raise NotFound(
             f"no invoice {reference!r}: give a number such as INV-2026-000123, or a draft's id "
             "(billing invoices list shows both)"
         )
@@ -131,7 +132,13 @@ def _find(session: Session, reference: str) -> Invoice:
 
 
 def invoice_detail(settings: Settings, reference: str) -> InvoiceDetail:
-    with existing_ledger(settings) as engine, Session(engine) as session:
+    with existing_ledger(settings) as engine:
+        return read_invoice_detail(engine, reference)
+
+
+def read_invoice_detail(engine: Engine, reference: str) -> InvoiceDetail:
+    """One invoice by number or draft id, read through an engine the caller keeps open."""
+    with Session(engine) as session:
         invoice = _find(session, reference)
         statement = next(
             (
@@ -204,8 +211,10 @@ def void(
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
     progress: Callable[[str], None] = lambda _text: None,
     wait_seconds: float = 0.0,  # float-ok: a timeout
+    actor: str | None = None,
 ) -> Invoice:
-    """Void a finalized or sent invoice, with a reason; its period is open again."""
+    """Void a finalized or sent invoice, with a reason; its period is open again. `actor` is
+    who is recorded as having voided it (None: the user and host running this)."""
     if not reason.strip():
         raise InvoiceStateError("a void needs a reason: pass --reason TEXT")
     with ledger(settings) as engine:
@@ -214,6 +223,7 @@ def void(
         with hold_period(engine, period, wait_seconds, progress, now):
             with write_transaction(engine) as session:
                 invoice = _find_number(session, reference)
+                invoice.voided_by = actor or who_started()  # written with the void
                 void_invoice(session, invoice, reason, now())
                 session.flush()
                 session.expunge(invoice)
@@ -234,7 +244,7 @@ def _find_number(session: Session, reference: str) -> Invoice:
             f"{reference!r} is not an invoice number: billing void takes a number such as "
             "INV-2026-000123, never an id (billing invoices list shows the numbers)"
         )
-    raise BillingError(
+    raise NotFound(
         f"no invoice numbered {reference!r}: give a number such as INV-2026-000123 "
         "(billing invoices list shows them)"
     )
@@ -255,29 +265,41 @@ def list_runs(
     settings: Settings, *, period: BillingPeriod | None = None, limit: int = 20
 ) -> list[BillingRun]:
     with existing_ledger(settings) as engine:
-        query = select(BillingRun).order_by(col(BillingRun.id).desc()).limit(limit)
-        if period is not None:
-            query = query.where(col(BillingRun.period) == str(period))
-        with Session(engine) as session:
-            runs = list(session.execute(query).scalars().all())
-            session.expunge_all()
-            return runs
+        return read_runs(engine, period=period, limit=limit)
+
+
+def read_runs(
+    engine: Engine, *, period: BillingPeriod | None = None, limit: int = 20
+) -> list[BillingRun]:
+    """The newest runs (of a period), through an engine the caller keeps open."""
+    query = select(BillingRun).order_by(col(BillingRun.id).desc()).limit(limit)
+    if period is not None:
+        query = query.where(col(BillingRun.period) == str(period))
+    with Session(engine) as session:
+        runs = list(session.execute(query).scalars().all())
+        session.expunge_all()
+        return runs
 
 
 def run_detail(settings: Settings, run_id: int) -> RunDetail:
     with existing_ledger(settings) as engine:
-        with Session(engine) as session:
-            run = session.get(BillingRun, run_id)
-            if run is None:
-                raise BillingError(f"no billing run {run_id}: billing runs list shows them")
-            invoices = session.execute(
-                select(func.count()).where(col(Invoice.run_id) == run_id)
-            ).scalar_one()
-            session.expunge(run)
-        return RunDetail(
-            run=run,
-            rate_cards=json.loads(run.rate_cards or "[]"),
-            totals=json.loads(run.totals or "{}"),
-            org_outcomes=json.loads(run.org_outcomes or "[]"),
-            invoices=int(invoices),
-        )
+        return read_run_detail(engine, run_id)
+
+
+def read_run_detail(engine: Engine, run_id: int) -> RunDetail:
+    """One run with its audit fields decoded, through an engine the caller keeps open."""
+    with Session(engine) as session:
+        run = session.get(BillingRun, run_id)
+        if run is None:
+            raise NotFound(f"no billing run {run_id}: billing runs list shows them")
+        invoices = session.execute(
+            select(func.count()).where(col(Invoice.run_id) == run_id)
+        ).scalar_one()
+        session.expunge(run)
+    return RunDetail(
+        run=run,
+        rate_cards=json.loads(run.rate_cards or "[]"),
+        totals=json.loads(run.totals or "{}"),
+        org_outcomes=json.loads(run.org_outcomes or "[]"),
+        invoices=int(invoices),
+    )

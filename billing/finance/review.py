@@ -17,7 +17,7 @@ from billing.db.locks import hold_period, write_transaction
 from billing.db.repository import invoice_by_reference
 from billing.db.review import latest_review_deadline, open_hold
 from billing.db.tables import BillingRun, Invoice, ReviewHold
-from billing.errors import BillingError, InvoiceStateError
+from billing.errors import InvoiceStateError, NotFound
 from billing.periods import BillingPeriod
 from billing.states import InvoiceStatus
 
@@ -50,9 +50,11 @@ def hold(
     now: Clock = _utc_now,
     progress: Callable[[str], None] = lambda _text: None,
     wait_seconds: float = 0.0,  # float-ok: a timeout
+    actor: str | None = None,
 ) -> HoldChange:
     """Hold a draft (by its id, as `billing invoices list` shows it) with a reason: it stays a
-    draft, and every draft that replaces it for its org and period does, until released."""
+    draft, and every draft that replaces it for its org and period does, until released.
+    `actor` is who is recorded as holding it (None: the user and host running this)."""
     if not reason.strip():
         raise InvoiceStateError("a hold needs a reason: pass --reason TEXT")
 
@@ -70,7 +72,7 @@ def hold(
             org_id=draft.org_id,
             period=draft.period,
             reason=reason.strip(),
-            held_by=who_started(),
+            held_by=actor or who_started(),
             held_at=now(),
         )
         session.add(added)
@@ -88,6 +90,7 @@ def release(
     now: Clock = _utc_now,
     progress: Callable[[str], None] = lambda _text: None,
     wait_seconds: float = 0.0,  # float-ok: a timeout
+    actor: str | None = None,
 ) -> HoldChange:
     """Release the hold on a draft (by its id): the next finalize of its period (the review
     window's end, `billing finalize` or a close) numbers it. The hold stays on record, with
@@ -100,7 +103,7 @@ def release(
                 f"{_name(draft)} of {draft.org_id} for {draft.period} is not on hold: "
                 "nothing to release (billing invoices list shows the drafts)"
             )
-        standing.released_by = who_started()
+        standing.released_by = actor or who_started()
         standing.released_at = now()
         if reason is not None and reason.strip():
             standing.reason = f"{standing.reason}; released: {reason.strip()}"
@@ -134,7 +137,7 @@ def _find(session: Session, reference: str, *, lock: bool = False) -> Invoice:
     """An invoice by a draft's id (or, to say what to do instead, by its number)."""
     found = invoice_by_reference(session, reference.strip(), lock=lock)
     if found is None:
-        raise BillingError(
+        raise NotFound(
             f"no invoice {reference!r}: give a draft's id (billing invoices list shows it)"
         )
     return found

@@ -1,0 +1,1 @@
+"""Webhooks over HTTP: signed POSTs of events to the configured endpoints."""

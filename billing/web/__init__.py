@@ -1,0 +1,1 @@
+"""The web entrypoint: the REST API under /api/v1, thin over the service functions."""

@@ -1,0 +1,260 @@
+"""Every action through the REST API leaves the ledger as its `billing` command does: two
+identical ledgers, one driven by the CLI as processes, one by `billing serve` over HTTP, then
+their rows compared (ids, times and who acted aside), on SQLite and PostgreSQL; the API's rows
+name the token that acted."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from billing.config import Settings
+from tests.support.agreement import rows
+from tests.support.api_data import (
+    OCTOBER,
+    SCRIPTED_ORG,
+    SEPTEMBER,
+    api_settings,
+    seed_ledger,
+    tokens,
+)
+from tests.support.api_server import served_api, settings_env
+from tests.support.processes import run_billing
+
+# What each table holds, without ids, times or who: the same on both ledgers.
+COMPARED = {
+    "invoices": "SELECT org_id, period, status, number, currency, total, void_reason FROM invoice",
+    "charges": "SELECT i.org_id, i.period, i.status, c.meter, c.charge_class, c.description, "
+    "c.amount FROM invoice_charge c JOIN invoice i ON i.id = c.invoice_id",
+    "lines": "SELECT i.org_id, i.period, i.status, l.meter, l.charge_class, l.api_key_id, "
+    "l.user_id, l.amount FROM invoice_line l JOIN invoice i ON i.id = l.invoice_id",
+    "holds": "SELECT org_id, period, reason, released_at IS NULL FROM review_hold",
+    "adjustments": "SELECT org_id, period, meter, description, amount, reason, cancel_reason, "
+    "cancelled_at IS NULL, applied_invoice_id IS NULL FROM invoice_adjustment",
+    "credit notes": "SELECT number, org_id, period, currency, total, reason, settlement "
+    "FROM credit_note",
+    "credit note lines": "SELECT n.number, l.meter, l.charge_class, l.api_key_id, l.user_id, "
+    "l.amount FROM credit_note_line l JOIN credit_note n ON n.id = l.credit_note_id",
+    "credit balance": "SELECT org_id, currency, kind, amount, reason FROM credit_entry",
+    "emails": "SELECT org_id, period, recipient, kind, status FROM email_delivery",
+    "runs": "SELECT period, operation, status, invoice_count, finalized_count FROM billing_run",
+}
+
+
+def state(database_url: str) -> dict[str, list[tuple[str, ...]]]:
+    return {
+        name: sorted(tuple(str(value) for value in row) for row in rows(database_url, sql))
+        for name, sql in COMPARED.items()
+    }
+
+
+def one(database_url: str, sql: str) -> str:
+    [(value,)] = rows(database_url, sql)
+    return str(value)
+
+
+def draft(database_url: str, org_id: str) -> str:
+    return one(
+        database_url,
+        f"SELECT id FROM invoice WHERE org_id = '{org_id}' AND status = 'draft'",  # noqa: S608
+    )
+
+
+def number(database_url: str, org_id: str, period: str) -> str:
+    return one(
+        database_url,
+        "SELECT number FROM invoice WHERE status <> 'void' "  # noqa: S608
+        f"AND org_id = '{org_id}' AND period = '{period}'",
+    )
+
+
+def a_line(database_url: str, invoice_number: str) -> tuple[str, str]:
+    """The API key and user of one duration line of an invoice (both present)."""
+    found = rows(
+        database_url,
+        "SELECT l.api_key_id, l.user_id FROM invoice_line l JOIN invoice i "  # noqa: S608
+        f"ON i.id = l.invoice_id WHERE i.number = '{invoice_number}' AND l.meter = 'duration' "
+        "AND l.api_key_id IS NOT NULL AND l.user_id IS NOT NULL ORDER BY l.id",
+    )
+    return str(found[0][0]), str(found[0][1])
+
+
+@pytest.fixture
+def twin_url(database_url: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    """A second, empty database of the same kind."""
+    if database_url.startswith("sqlite"):
+        return f"sqlite:///{tmp_path / 'twin.db'}"
+    return str(request.getfixturevalue("pg_server_url")())
+
+
+def test_api_actions_leave_the_ledger_as_the_cli_commands_do(
+    make_settings: Callable[..., Settings], database_url: str, twin_url: str, tmp_path: Path
+) -> None:
+    by_cli = api_settings(make_settings, tmp_path, database_url, "cli")
+    by_api = api_settings(make_settings, tmp_path, twin_url, "api")
+    for settings in (by_cli, by_api):
+        seed_ledger(settings)
+    assert state(by_cli.database_url) == state(by_api.database_url)  # twins to begin with
+
+    def cli(*args: str) -> str:
+        done = run_billing(*args, env=settings_env(by_cli), cwd=tmp_path / "cli")
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    url = by_cli.database_url
+    cli("invoices", "hold", draft(url, "org-0003"), "--reason", "usage spike <b>check</b>")
+    cli("invoices", "hold", draft(url, "org-0005"), "--reason", "commitment?")
+    cli("invoices", "release", draft(url, "org-0005"), "--reason", "looked fine")
+    cli(
+        "invoices",
+        "adjust",
+        draft(url, "org-0002"),
+        "--description",
+        "Goodwill",
+        "--amount",
+        "-1.50",
+        "--reason",
+        "late start",
+    )
+    cli(
+        "invoices",
+        "adjust",
+        draft(url, SCRIPTED_ORG),
+        "--meter",
+        "duration",
+        "--amount=+2.00",
+        "--reason",
+        "manual",
+    )
+    cancelled = one(url, "SELECT MAX(id) FROM invoice_adjustment")
+    cli("invoices", "adjust", "--cancel", cancelled, "--reason", "entered twice")
+    cli("finalize", "--period", str(OCTOBER))
+    globex = number(url, "org-0002", str(OCTOBER))
+    scripted = number(url, SCRIPTED_ORG, str(OCTOBER))
+    key, user = a_line(url, scripted)
+    cli("credit-notes", "create", globex, "--amount", "1.00", "--reason", "sorry")
+    cli(
+        "credit-notes",
+        "create",
+        scripted,
+        "--line",
+        f"duration:{key}:{user}=0.50",
+        "--reason",
+        "one line",
+        "--refund",
+    )
+    acme = number(url, "org-0001", str(SEPTEMBER))
+    cli("void", acme, "--reason", "wrong entity")
+    cli("email", "resend", number(url, "org-0002", str(SEPTEMBER)), "--to", "ap@globex.example")
+    cli("email", "send", "--period", str(OCTOBER))
+
+    made = tokens(by_api)
+    url = by_api.database_url
+    with (
+        served_api(by_api, tmp_path / "api") as server,
+        server.client(made.approver) as approver,
+        server.client(made.admin) as admin,
+    ):
+
+        def ok(response: object, status: int = 200) -> None:
+            assert getattr(response, "status_code", None) == status, getattr(response, "text", "")
+
+        ok(
+            approver.post(
+                f"/invoices/{draft(url, 'org-0003')}/hold",
+                json={"reason": "usage spike <b>check</b>"},
+            )
+        )
+        ok(
+            approver.post(
+                f"/invoices/{draft(url, 'org-0005')}/hold", json={"reason": "commitment?"}
+            )
+        )
+        ok(
+            approver.post(
+                f"/invoices/{draft(url, 'org-0005')}/release", json={"reason": "looked fine"}
+            )
+        )
+        ok(
+            approver.post(
+                f"/invoices/{draft(url, 'org-0002')}/adjustments",
+                json={"description": "Goodwill", "amount": "-1.50", "reason": "late start"},
+            ),
+            201,
+        )
+        added = approver.post(
+            f"/invoices/{draft(url, SCRIPTED_ORG)}/adjustments",
+            json={"meter": "duration", "amount": "+2.00", "reason": "manual"},
+        )
+        ok(added, 201)
+        ok(
+            approver.post(
+                f"/adjustments/{added.json()['adjustment_id']}/cancel",
+                json={"reason": "entered twice"},
+            )
+        )
+        finalized = approver.post(f"/periods/{OCTOBER}/finalize")
+        ok(finalized)
+        assert finalized.json()["drafts"] == 1  # the held one
+        globex = number(url, "org-0002", str(OCTOBER))
+        scripted = number(url, SCRIPTED_ORG, str(OCTOBER))
+        ok(
+            approver.post(
+                f"/invoices/{globex}/credit-notes", json={"amount": "1.00", "reason": "sorry"}
+            ),
+            201,
+        )
+        noted = approver.post(
+            f"/invoices/{scripted}/credit-notes",
+            json={
+                "lines": [
+                    {"meter": "duration", "api_key_id": key, "user_id": user, "amount": "0.50"}
+                ],
+                "reason": "one line",
+                "settlement": "refund",
+            },
+        )
+        ok(noted, 201)
+        assert noted.json()["credit_note"]["lines"][0]["api_key_id"] == key
+        ok(
+            admin.post(
+                f"/invoices/{number(url, 'org-0001', str(SEPTEMBER))}/void",
+                json={"reason": "wrong entity"},
+            )
+        )
+        ok(
+            approver.post(
+                f"/invoices/{number(url, 'org-0002', str(SEPTEMBER))}/resend",
+                json={"to": "ap@globex.example"},
+            )
+        )
+        ok(approver.post(f"/periods/{OCTOBER}/emails/send"))
+
+    assert state(by_api.database_url) == state(by_cli.database_url)
+
+    approver_actor, admin_actor = "approver-bot (api token)", "admin-bot (api token)"
+    assert {str(r[0]) for r in rows(url, "SELECT held_by FROM review_hold")} == {approver_actor}
+    assert rows(url, "SELECT released_by FROM review_hold WHERE released_at IS NOT NULL") == [
+        (approver_actor,)
+    ]
+    assert {
+        (str(a), str(b))
+        for a, b in rows(
+            url, "SELECT created_by, COALESCE(cancelled_by, '-') FROM invoice_adjustment"
+        )
+    } == {(approver_actor, "-"), (approver_actor, approver_actor)}
+    assert {str(r[0]) for r in rows(url, "SELECT created_by FROM credit_note")} == {approver_actor}
+    assert rows(url, "SELECT voided_by FROM invoice WHERE status = 'void'") == [(admin_actor,)]
+    assert rows(url, "SELECT requested_by FROM email_delivery WHERE kind = 'resend'") == [
+        (approver_actor,)
+    ]
+    assert rows(
+        url, "SELECT started_by, trigger FROM billing_run WHERE operation = 'finalize'"
+    ) == [(approver_actor, "api")]
+    [(cli_voider,)] = rows(
+        by_cli.database_url, "SELECT voided_by FROM invoice WHERE status = 'void'"
+    )
+    assert cli_voider
+    assert "api token" not in str(cli_voider)
