@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import TYPE_CHECKING, TypeVar
 
 from sqlalchemy import Engine, func, select
 from sqlmodel import Session, col
@@ -26,6 +28,20 @@ from billing.domain import Statement
 from billing.errors import BillingError, InvoiceStateError, NotFound
 from billing.periods import BillingPeriod
 from billing.states import InvoiceStatus
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+Row = TypeVar("Row", bound="DataclassInstance")
+
+
+def copied(cls: type[Row], source: object, **given: object) -> Row:
+    """A `cls` dataclass with the fields of `source` (an ORM row) that have its names, except
+    those `given` (computed ones, or an id that is None only before a flush)."""
+    taken = {
+        f.name: getattr(source, f.name) for f in dataclasses.fields(cls) if f.name not in given
+    }
+    return cls(**taken, **given)
 
 
 @dataclass(frozen=True)
@@ -70,18 +86,7 @@ def list_invoices(
         query = query.order_by(col(Invoice.period).desc(), col(Invoice.org_id), col(Invoice.id))
         with Session(engine) as session:
             return [
-                InvoiceRow(
-                    id=invoice.id or 0,
-                    number=invoice.number,
-                    status=invoice.status,
-                    org_id=invoice.org_id,
-                    period=invoice.period,
-                    currency=invoice.currency,
-                    total=invoice.total,
-                    issued_at=invoice.issued_at,
-                    line_items=int(count),
-                    run_id=invoice.run_id,
-                )
+                copied(InvoiceRow, invoice, id=invoice.id or 0, line_items=int(count))
                 for invoice, count in session.execute(query)
             ]
 

@@ -21,7 +21,7 @@ from billing.db.review import held_drafts
 from billing.db.tables import BillingRun, EmailDelivery, Invoice, InvoiceLine, ReviewHold
 from billing.domain import Statement
 from billing.errors import NotFound
-from billing.finance.invoices import InvoiceDetail, read_invoice_detail
+from billing.finance.invoices import InvoiceDetail, copied, read_invoice_detail
 from billing.periods import BillingPeriod
 from billing.statements.files import period_folder, safe_stem, void_stem
 from billing.statements.pdf import shared_renderer
@@ -131,20 +131,12 @@ def _list_rows(session: Session, invoices: Sequence[Invoice]) -> list[InvoiceLis
         in_scope = and_(col(Invoice.period) == period, col(Invoice.org_id).in_(orgs))
         held |= {(org, period) for org, _reason in held_drafts(session, in_scope)}
     return [
-        InvoiceListRow(
+        copied(
+            InvoiceListRow,
+            invoice,
             id=invoice.id or 0,
-            number=invoice.number,
-            status=invoice.status,
             held=invoice.status == InvoiceStatus.DRAFT and (invoice.org_id, invoice.period) in held,
-            org_id=invoice.org_id,
-            org_name=invoice.org_name,
-            period=invoice.period,
-            currency=invoice.currency,
-            total=invoice.total,
-            issued_at=invoice.issued_at,
-            finalized_at=invoice.finalized_at,
             line_items=counts.get(invoice.id or 0, 0),
-            run_id=invoice.run_id,
         )
         for invoice in invoices
     ]
@@ -224,21 +216,7 @@ def invoice_view(engine: Engine, reference: str) -> InvoiceView:
         if statement is None:  # a void invoice: its statement is still what it billed
             [statement] = statements_for(session, BillingPeriod.parse(invoice.period), [invoice])
         deliveries = [
-            Delivery(
-                id=row.id or 0,
-                recipient=row.recipient,
-                kind=row.kind,
-                status=row.status,
-                attempts=row.attempts,
-                message_id=row.message_id,
-                server_reply=row.server_reply,
-                error=row.error,
-                requested_by=row.requested_by,
-                created_at=row.created_at,
-                last_attempt_at=row.last_attempt_at,
-                sent_at=row.sent_at,
-                credit_note_id=row.credit_note_id,
-            )
+            copied(Delivery, row, id=row.id or 0)
             for row in session.execute(
                 select(EmailDelivery)
                 .where(col(EmailDelivery.invoice_id) == invoice.id)

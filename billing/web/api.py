@@ -201,23 +201,7 @@ def credit_notes(
     rows = list_credit_notes(
         settings, invoice=invoice, org_id=org, period=str(_period(period)) if period else None
     )
-    return schemas.CreditNoteList(
-        items=[
-            schemas.CreditNoteItem(
-                number=row.number,
-                invoice_number=row.invoice_number,
-                org_id=row.org_id,
-                period=row.period,
-                currency=row.currency,
-                total=present.money(row.total, row.currency),
-                settlement=row.settlement,
-                reason=row.reason,
-                created_by=row.created_by,
-                created_at=row.created_at,
-            )
-            for row in rows
-        ]
-    )
+    return schemas.CreditNoteList(items=[schemas.CreditNoteItem.model_validate(r) for r in rows])
 
 
 @router.get(

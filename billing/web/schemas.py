@@ -4,14 +4,49 @@ times as ISO 8601 in UTC, ids and names verbatim."""
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictStr
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictStr, ValidationInfo
+
+from billing.finance.lookup import Delivery, RunRef, TimelineEntry
+from billing.money import format_minor, format_quantity
 
 DECIMAL_PATTERN = r"^[+-]?[0-9]+(\.[0-9]+)?$"
 
+
+def _at_minor_units(value: object, info: ValidationInfo) -> object:
+    """A service layer's Decimal amount as its currency's string: the currency is the body's own
+    `currency` (declared before its amounts), else the one given as validation context (the
+    invoice's or credit note's, for their lines)."""
+    if not isinstance(value, Decimal):
+        return value
+    own = info.data.get("currency") if isinstance(info.data, dict) else None
+    currency = own or (info.context or {}).get("currency")
+    if not isinstance(currency, str):
+        raise ValueError("an amount without its currency")
+    return format_minor(value, currency)
+
+
+def _exact(value: object) -> object:
+    return format_quantity(value) if isinstance(value, Decimal) else value
+
+
+def _totals(value: object) -> object:
+    """Per-currency Decimal totals as strings at each currency's places."""
+    if not isinstance(value, dict):
+        return value
+    return {
+        currency: format_minor(Decimal(total), currency)
+        if isinstance(total, Decimal | str)
+        else total
+        for currency, total in value.items()
+    }
+
+
 Money = Annotated[
     str,
+    BeforeValidator(_at_minor_units),
     Field(
         pattern=DECIMAL_PATTERN,
         description="An amount as a decimal string with exactly its currency's minor-unit "
@@ -21,6 +56,7 @@ Money = Annotated[
 ]
 Quantity = Annotated[
     str,
+    BeforeValidator(_exact),
     Field(
         pattern=DECIMAL_PATTERN,
         description="An exact quantity as a decimal string, without trailing zeros.",
@@ -36,13 +72,15 @@ AmountIn = Annotated[
         examples=["-12.50"],
     ),
 ]
+Totals = Annotated[dict[str, Money], BeforeValidator(_totals)]
 Reason = Annotated[StrictStr, Field(min_length=1, max_length=2000, description="Why (on record).")]
 
 
 class Body(BaseModel):
-    """A response body: fields as declared, nothing else."""
+    """A response body: fields as declared, nothing else; read from the service layer's
+    objects by attribute (`Model.model_validate(obj)`), amounts converted by `Money`."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, from_attributes=True)
 
 
 class RequestBody(BaseModel):
@@ -151,42 +189,10 @@ class CreditNoteItem(Body):
     created_at: datetime
 
 
-class Delivery(Body):
-    """One email of the invoice and the server's reply."""
-
-    id: int
-    recipient: str
-    kind: str
-    status: str
-    attempts: int
-    message_id: str
-    server_reply: str | None
-    error: str | None
-    requested_by: str
-    created_at: datetime
-    last_attempt_at: datetime | None
-    sent_at: datetime | None
-    credit_note_id: int | None
-
-
-class RunRef(Body):
-    id: int
-    operation: str
-    started_by: str
-    trigger: str
-    started_at: datetime
-
-
-class TimelineEntry(Body):
-    at: datetime
-    event: str
-    by: str | None
-    detail: str
-
-
 class InvoiceDetail(Body):
     """One invoice: header, charges, lines, corrections, adjustments, holds, credit notes,
-    emails, the runs that made and finalized it, and its timeline."""
+    emails, the runs that made and finalized it, and its timeline (its deliveries, runs and
+    timeline entries are the service layer's dataclasses, which have the API's fields)."""
 
     id: int
     number: str | None
@@ -270,7 +276,7 @@ class RunDetail(RunItem):
     corrections_count: int
     error: str | None
     rate_cards: list[RateCardUse]
-    totals: dict[str, Money]
+    totals: Totals
     org_outcomes: list[dict[str, str]]
     steps: dict[str, StepProgress]
     warnings: list[str]
@@ -281,7 +287,7 @@ class PeriodSummary(Body):
 
     period: str
     counts: dict[str, int]
-    totals: dict[str, Money]
+    totals: Totals
     emails: dict[str, int]
     runs: list[RunItem]
     review_deadline: datetime | None
@@ -306,7 +312,7 @@ class PeriodAllocation(Body):
 
     period: str
     rows: list[AllocationRow]
-    totals: dict[str, Money]
+    totals: Totals
 
 
 class OrgOverview(Body):
@@ -317,7 +323,7 @@ class OrgOverview(Body):
     billing_address: str
     invoices: list[InvoiceItem]
     more_invoices: bool
-    balances: dict[str, Money]
+    balances: Totals
 
 
 class CreditNoteLine(Body):
@@ -379,7 +385,7 @@ class FinalizeResult(Body):
     invoices: int
     finalized: int
     drafts: int
-    totals: dict[str, Money]
+    totals: Totals
     emails_sent: int
     outcomes: list[dict[str, str]]
 
