@@ -107,6 +107,9 @@ class Settings(BaseSettings):
     webhook_max_attempts: int = Field(
         8, ge=1, validation_alias=_env("BILLING_WEBHOOK_MAX_ATTEMPTS")
     )
+    webhook_first_retry_seconds: int = Field(
+        30, ge=1, validation_alias=_env("BILLING_WEBHOOK_FIRST_RETRY_SECONDS")
+    )
     webhook_timeout_seconds: float = Field(  # float-ok: seconds
         10.0, gt=0, validation_alias=_env("BILLING_WEBHOOK_TIMEOUT_SECONDS")
     )

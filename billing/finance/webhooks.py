@@ -39,10 +39,11 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def retry_delay(attempts: int) -> timedelta:
-    """The wait after the `attempts`-th failed try: 30 s, 1 min, 2 min, 4 min ... at most 6 h."""
+def retry_delay(attempts: int, first: timedelta = FIRST_RETRY) -> timedelta:
+    """The wait after the `attempts`-th failed try: `first` (BILLING_WEBHOOK_FIRST_RETRY_SECONDS,
+    30 s), then twice as long each time (1 min, 2 min, 4 min ...), at most 6 h."""
     doublings = min(max(attempts - 1, 0), 20)  # 2**20 x 30 s is far past the longest wait
-    return min(FIRST_RETRY * (1 << doublings), LONGEST_RETRY)
+    return min(first * (1 << doublings), LONGEST_RETRY)
 
 
 @dataclass
@@ -145,7 +146,9 @@ def _settle(
     if reply.delivered or attempts >= settings.webhook_max_attempts:
         retry_at = None
     else:
-        retry_at = at + retry_delay(attempts)
+        retry_at = at + retry_delay(
+            attempts, timedelta(seconds=settings.webhook_first_retry_seconds)
+        )
     return settle(
         session,
         due.delivery_id,

@@ -362,6 +362,8 @@ def test_webhooks_status_and_send_through_the_real_cli(
             "BILLING_DATABASE_URL": database_url,
             "BILLING_OUTPUT_DIR": str(tmp_path / "statements"),
             "BILLING_WEBHOOKS": str(hooks),
+            # Far enough that the failed try is not due again however slow the commands run.
+            "BILLING_WEBHOOK_FIRST_RETRY_SECONDS": "3600",
             "MKA1_BASE_URL": emulator,
             "MKA1_API_KEY": "t",
         }
