@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the service needs when they are missing.
 #   runtime: WeasyPrint's shared libraries (Pango, HarfBuzz subsetting) and a font
-#   test:    poppler-utils too, to rasterise and read PDFs in tests
+#   test:    poppler-utils too, to rasterise and read PDFs in tests, and Debian's chromium for the
+#            console's browser tests (Playwright drives /usr/bin/chromium; no browser download)
 set -euo pipefail
 want=(libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 fonts-dejavu-core)
-[[ "${1:-runtime}" == "test" ]] && want+=(poppler-utils)
+[[ "${1:-runtime}" == "test" ]] && want+=(poppler-utils chromium)
 
 missing=()
 for package in "${want[@]}"; do

@@ -1,4 +1,4 @@
-"""`billing serve`: the REST API (/api/v1) on uvicorn; a port in use is refused with one line."""
+"""`billing serve`: the finance console and the REST API (/api/v1) on uvicorn; a port in use is refused with one line."""
 
 from __future__ import annotations
 
@@ -48,8 +48,9 @@ def serve_command(
         ),
     ] = 8000,
 ) -> None:
-    """Serve the REST API under /api/v1 (OpenAPI document at /api/v1/openapi.json); clients
-    send a token from `billing tokens create` as `Authorization: Bearer TOKEN`."""
+    """Serve the finance console (sign in with a user from `billing users add`) and the REST
+    API under /api/v1 (OpenAPI document at /api/v1/openapi.json; clients send a token from
+    `billing tokens create` as `Authorization: Bearer TOKEN`)."""
     import uvicorn
 
     from billing.db.engine import existing_ledger, ledger
@@ -66,7 +67,11 @@ def serve_command(
     server = uvicorn.Server(
         uvicorn.Config(create_app(settings), log_level="info", proxy_headers=False)
     )
-    out.print(f"billing API on http://{shown_host}:{bound_port}/api/v1", soft_wrap=True)
+    out.print(
+        f"billing console on http://{shown_host}:{bound_port}/ "
+        f"(REST API under http://{shown_host}:{bound_port}/api/v1)",
+        soft_wrap=True,
+    )
     try:
         server.run(sockets=[sock])
     finally:

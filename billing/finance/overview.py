@@ -90,6 +90,21 @@ def period_summary(engine: Engine, period: BillingPeriod, now: datetime) -> Peri
     )
 
 
+def recent_periods(engine: Engine, now: datetime, limit: int = 24) -> list[PeriodSummary]:
+    """The newest `limit` months that have invoices or runs, newest first, each summarised."""
+    with Session(engine) as session:
+        months = {
+            str(period)
+            for query in (
+                select(col(Invoice.period)).distinct(),
+                select(col(BillingRun.period)).distinct(),
+            )
+            for (period,) in session.execute(query)
+        }
+    chosen = sorted(months, reverse=True)[:limit]
+    return [period_summary(engine, BillingPeriod.parse(month), now) for month in chosen]
+
+
 @dataclass(frozen=True)
 class PeriodAllocation:
     """The period's cost by cost centre, org, API key and user (allocation.csv's rows), and

@@ -1,5 +1,6 @@
-"""The web application: `create_app(settings)` serves the REST API under /api/v1 (its OpenAPI
-document at /api/v1/openapi.json) over one ledger engine opened at startup."""
+"""The web application: `create_app(settings)` serves the finance console (/, server-rendered
+pages) and the REST API under /api/v1 (its OpenAPI document at /api/v1/openapi.json) over one
+ledger engine opened at startup."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from billing.config import Settings
 from billing.db.engine import open_ledger
 from billing.web import errors
 from billing.web.api import router
+from billing.web.console import routes as console
 
 API_DESCRIPTION = """\
 The MKA1 billing ledger: invoices, runs, periods, orgs and credit notes, and finance's actions
@@ -73,7 +75,8 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
-    errors.install(app)
+    errors.install(app, html=console.error_page)
     app.add_middleware(SafeHeaders)
     app.include_router(router)
+    console.install(app)
     return app

@@ -1,14 +1,17 @@
-"""Every failure as `{"error": "<one line>"}`: expected ones (BillingError) with the 4xx that
-fits them, malformed requests with 422, anything else as a 500 whose traceback stays in the log."""
+"""Every failure as one line: `{"error": "<one line>"}` under /api, the console's error page
+elsewhere; expected ones (BillingError) with the 4xx that fits them, malformed requests with 422,
+anything else as a 500 whose traceback stays in the log."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
+from starlette.responses import Response
 
 from billing.errors import (
     AccessError,
@@ -49,36 +52,55 @@ def one_line(text: str) -> str:
     return text.strip() or "error"
 
 
+# (request, status, one line) -> the console's error page; set by install()
+HtmlPage = Callable[[Request, int, str], Response]
+
+
 def error_response(status: int, text: str, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"error": one_line(text)}, status_code=status, headers=headers)
 
 
-async def billing_error(_request: Request, error: Exception) -> JSONResponse:
+def answer(
+    request: Request, status: int, text: str, headers: dict[str, str] | None = None
+) -> Response:
+    """JSON under /api (and wherever no console is installed), else the console's page."""
+    html: HtmlPage | None = getattr(request.app.state, "error_page", None)
+    if html is None or request.url.path.startswith("/api/"):
+        return error_response(status, text, headers)
+    response = html(request, status, one_line(text))
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
+async def billing_error(request: Request, error: Exception) -> Response:
     assert isinstance(error, BillingError)
-    return error_response(status_of(error), str(error))
+    return answer(request, status_of(error), str(error))
 
 
-async def invalid_request(_request: Request, error: Exception) -> JSONResponse:
+async def invalid_request(request: Request, error: Exception) -> Response:
     """422 naming each field and what is wrong with it, never echoing what was sent."""
     assert isinstance(error, RequestValidationError)
     problems = []
     for problem in error.errors():
         where = ".".join(str(part) for part in problem.get("loc", ()))
         problems.append(f"{where}: {problem.get('msg', 'invalid')}")
-    return error_response(422, "; ".join(problems) or "the request is not valid")
+    return answer(request, 422, "; ".join(problems) or "the request is not valid")
 
 
-async def http_error(_request: Request, error: Exception) -> JSONResponse:
+async def http_error(request: Request, error: Exception) -> Response:
     assert isinstance(error, HTTPException)
-    return error_response(error.status_code, str(error.detail), dict(error.headers or {}))
+    return answer(request, error.status_code, str(error.detail), dict(error.headers or {}))
 
 
-async def unexpected(request: Request, error: Exception) -> JSONResponse:
+async def unexpected(request: Request, error: Exception) -> Response:
     log.error("%s %s failed", request.method, request.url.path, exc_info=error)
-    return error_response(500, "internal error: the server's log has the details")
+    return answer(request, 500, "internal error: the server's log has the details")
 
 
-def install(app: FastAPI) -> None:
+def install(app: FastAPI, html: HtmlPage | None = None) -> None:
+    """The handlers; `html` renders failures of the console's pages (None: JSON everywhere)."""
+    app.state.error_page = html
     app.add_exception_handler(BillingError, billing_error)
     app.add_exception_handler(RequestValidationError, invalid_request)
     app.add_exception_handler(HTTPException, http_error)

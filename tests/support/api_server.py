@@ -115,6 +115,6 @@ def _announced_url(
             if process.poll() is not None:
                 break
             continue
-        if "billing API on " in line:
-            return line.split("billing API on ", 1)[1].strip()
+        if "(REST API under " in line:
+            return line.split("(REST API under ", 1)[1].rstrip().rstrip(")")
     raise RuntimeError(f"billing serve did not start: {''.join(output)[-3000:]}")
