@@ -13,7 +13,7 @@ export UV_PROJECT_ENVIRONMENT := $(VENV)
 TEST_WORKERS ?= 2
 PYTEST_PARALLEL := -n $(TEST_WORKERS) --dist loadfile
 
-.PHONY: demo test test-unit install system-deps test-system-deps services lint format check bench bench-rating bench-memory bench-close bench-workers bench-scale clean
+.PHONY: demo test test-unit install system-deps test-system-deps services lint format check bench bench-rating bench-memory bench-close bench-console bench-workers bench-scale clean
 
 demo: install  ## install, then close last month against the built-in emulator (SQLite, files)
 	$(VENV)/bin/billing demo
@@ -58,6 +58,10 @@ bench-memory: install  ## peak memory of a close over 10 pages against 100 pages
 bench-close: install services  ## the close of BENCH_ORGS orgs (1,000) on PostgreSQL, stage by stage, beside each stage's floor
 	$(VENV)/bin/python -m bench.close --end-to-end $(if $(BENCH_ORGS),--orgs $(BENCH_ORGS))
 	$(VENV)/bin/python -m bench.report $(if $(BENCH_ORGS),--orgs $(BENCH_ORGS))
+
+bench-console: install services  ## the console's Review and invoice pages over HTTP on BENCH_CONSOLE_ORGS orgs (5,000), median and p95
+	$(VENV)/bin/python -m bench.console $(if $(BENCH_CONSOLE_ORGS),--orgs $(BENCH_CONSOLE_ORGS)) $(if $(BENCH_CONSOLE_REQUESTS),--requests $(BENCH_CONSOLE_REQUESTS))
+	$(VENV)/bin/python -m bench.report
 
 bench-workers: install services  ## the close of BENCH_WORKER_ORGS orgs (200) on 1 and then 2 Celery worker processes
 	$(VENV)/bin/python -m bench.workers $(if $(BENCH_WORKER_ORGS),--orgs $(BENCH_WORKER_ORGS))

@@ -406,6 +406,44 @@ def workers_section(folder: Path, close: dict[str, Any] | None) -> list[str]:
     return [*lines, ""]
 
 
+def console_section(folder: Path) -> list[str]:
+    """The console's Review and invoice pages over real HTTP (`make bench-console`)."""
+    figures = load(folder, "console.json")
+    if not figures:
+        return []
+    target = figures["targets"]
+    lines = [
+        "## The console's pages",
+        "",
+        f"`make bench-console` seeds two months of {figures['orgs']:,} synthetic orgs "
+        f"({figures['seed']['invoices']:,} invoices a month, without rendering) in a throwaway "
+        "PostgreSQL database, starts `billing serve` as its own process, signs a viewer in "
+        "through the login form and GETs each page "
+        f"{next(iter(figures['pages'].values()))['requests']} times over real HTTP after "
+        f"three untimed ones (measured {figures['measured_at']}, load average "
+        f"{figures['load_average']}). Targets: median under {target['median_ms']:g} ms, p95 "
+        f"under {target['p95_ms']:g} ms.",
+        "",
+        "| page | path | median | p95 | KiB | target |",
+        "|---|---|---:|---:|---:|---|",
+    ]
+    for name, page in figures["pages"].items():
+        lines.append(
+            f"| {name} | `{page['path']}` | {page['median_ms']} ms | {page['p95_ms']} ms | "
+            f"{page['bytes'] // 1024} | {'met' if page['meets_target'] else 'MISSED'} |"
+        )
+    lines += [
+        "",
+        "The Review page reads the period's live invoices and the previous month's totals as "
+        "plain driver rows and builds the board (org_changes, flags, totals) only when those "
+        "rows differ from the last build's, compared value by value; sorting, filtering and "
+        "paging then work on the built rows, and only the 100 rows shown are rounded and "
+        "rendered.",
+        "",
+    ]
+    return lines
+
+
 def document(folder: Path, close: dict[str, Any] | None, scaling: dict[str, Any] | None) -> str:
     lines = [
         "# Performance",
@@ -425,6 +463,7 @@ def document(folder: Path, close: dict[str, Any] | None, scaling: dict[str, Any]
         "own process",
         "make bench-workers             # the close of 200 orgs on 1, then 2 Celery worker "
         "processes",
+        "make bench-console             # the console's Review and invoice pages at 5,000 orgs",
         "```",
         "",
         "The close runs against `billing emulator` (its own process, loopback) and a throwaway "
@@ -451,7 +490,10 @@ def document(folder: Path, close: dict[str, Any] | None, scaling: dict[str, Any]
     else:
         lines += ["No close figures yet: run `make bench`.", ""]
     lines += (
-        scaling_section(scaling) + workers_section(folder, close) + targets_section(close, scaling)
+        scaling_section(scaling)
+        + workers_section(folder, close)
+        + targets_section(close, scaling)
+        + console_section(folder)
     )
     lines += [DIAGNOSIS, *other_benchmarks(folder)]
     return "\n".join(lines).rstrip() + "\n"

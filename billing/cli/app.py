@@ -464,12 +464,45 @@ def demo(
         settings = load_settings(
             mka1_base_url=base_url, mka1_api_key=SecretStr("demo-key"), broker_url=None
         )
-        out.print(
+        (out if output is OutputFormat.TABLE else err).print(  # json/csv: stdout stays data
             f"usage emulator for {orgs} orgs at {base_url}; "
             f"closing {chosen} into {settings.database_url}"
         )
         result = close_period(settings, chosen, trigger="demo", progress=progress)
     print_result(result, settings, output)
+    said = demo_console_user(settings)
+    (out if output is OutputFormat.TABLE else err).print(said, soft_wrap=True, markup=False)
+
+
+DEMO_USER = "finance"
+
+
+def demo_console_user(settings: Settings) -> str:
+    """The demo's way into the console: an admin `finance` with a random password when the
+    ledger has no console user yet (the users there are kept); the line that says how."""
+    import secrets
+
+    from sqlmodel import Session
+
+    from billing.db.access import count_users
+    from billing.db.engine import ledger
+    from billing.finance.access import add_user
+    from billing.states import Role
+
+    with ledger(settings) as engine, Session(engine) as session:
+        users = count_users(session)
+    if users:
+        return (
+            "console: billing serve, then sign in at http://127.0.0.1:8000/ as one of the "
+            f"ledger's {plural(users, 'console user')}, kept as they are "
+            "(billing users add NAME --role ROLE adds one)"
+        )
+    password = secrets.token_urlsafe(12)
+    add_user(settings, DEMO_USER, Role.ADMIN, password, actor="billing demo")
+    return (
+        "console: billing serve, then sign in at http://127.0.0.1:8000/ "
+        f"as {DEMO_USER} with password {password}"
+    )
 
 
 @ratecards_app.command("check")

@@ -1,4 +1,4 @@
-"""`billing serve`: the finance console and the REST API (/api/v1) on uvicorn; a port in use is refused with one line."""
+"""`billing serve`: the console and the REST API on uvicorn; a port in use is one line."""
 
 from __future__ import annotations
 
@@ -47,6 +47,15 @@ def serve_command(
             "--port", metavar="PORT", min=0, max=MAX_PORT, help="TCP port (0 picks a free one)."
         ),
     ] = 8000,
+    forwarded_allow_ips: Annotated[
+        str | None,
+        typer.Option(
+            "--forwarded-allow-ips",
+            metavar="IPS",
+            help="Behind a TLS proxy: the proxy's addresses (comma-separated), whose "
+            "X-Forwarded-Proto and X-Forwarded-For are trusted (so cookies are Secure).",
+        ),
+    ] = None,
 ) -> None:
     """Serve the finance console (sign in with a user from `billing users add`) and the REST
     API under /api/v1 (OpenAPI document at /api/v1/openapi.json; clients send a token from
@@ -65,7 +74,12 @@ def serve_command(
     bound_host, bound_port = sock.getsockname()[:2]
     shown_host = f"[{bound_host}]" if ":" in str(bound_host) else str(bound_host)
     server = uvicorn.Server(
-        uvicorn.Config(create_app(settings), log_level="info", proxy_headers=False)
+        uvicorn.Config(
+            create_app(settings),
+            log_level="info",
+            proxy_headers=forwarded_allow_ips is not None,
+            forwarded_allow_ips=forwarded_allow_ips,
+        )
     )
     out.print(
         f"billing console on http://{shown_host}:{bound_port}/ "

@@ -397,7 +397,9 @@ def finalize_period(
         run.outcome.report = drafted_by.report if drafted_by else RatingReport()
         if drafted_by is None:
             return run.publish(period, run.run_id)
-        return run.publish(period, drafted_by.run_id, drafted_by.pages)
+        published = run.publish(period, drafted_by.run_id, drafted_by.pages)
+        # the report's facts are the drafting run's; the result names this finalize run
+        return dataclasses.replace(published, run_id=run.run_id)
 
     return held_run(settings, period, wait_seconds, say, now, start, work)
 

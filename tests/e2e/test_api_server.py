@@ -129,3 +129,21 @@ def test_help_stays_free_of_the_web_stack_and_compose_runs_billing_serve(tmp_pat
     assert shown.returncode == 0
     for option in (part for part in web["command"][2:] if part.startswith("--")):
         assert option in shown.stdout, option
+
+
+def login_cookie(console: str, **headers: str) -> str:
+    return httpx.get(f"{console}/login", headers=headers, timeout=30).headers["set-cookie"]
+
+
+def test_cookies_are_secure_behind_a_trusted_tls_proxy_only(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    settings = make_settings()
+    forwarded = {"X-Forwarded-Proto": "https", "X-Forwarded-For": "203.0.113.7"}
+    with served_api(settings, tmp_path) as server:
+        console = server.url.removesuffix("/api/v1")
+        assert "Secure" not in login_cookie(console, **forwarded)  # nobody is trusted
+    with served_api(settings, tmp_path, options=("--forwarded-allow-ips", "127.0.0.1")) as server:
+        console = server.url.removesuffix("/api/v1")
+        assert "Secure" in login_cookie(console, **forwarded)
+        assert "Secure" not in login_cookie(console)  # plain HTTP from the proxy's own address

@@ -65,11 +65,13 @@ def _read_lines(stream: Any, into: queue.Queue[str], kept: list[str]) -> None:
 
 
 @contextmanager
-def served_api(settings: Settings, cwd: Path, *, timeout: float = 60) -> Iterator[ApiServer]:
+def served_api(
+    settings: Settings, cwd: Path, *, timeout: float = 60, options: tuple[str, ...] = ()
+) -> Iterator[ApiServer]:
     """`billing serve --port 0` with these settings; yields once the API answers, and stops
     the process (SIGTERM, as a service manager would) afterwards."""
     process = subprocess.Popen(
-        billing_command("serve", "--host", "127.0.0.1", "--port", "0"),
+        billing_command("serve", "--host", "127.0.0.1", "--port", "0", *options),
         env={**os.environ, **settings_env(settings), "PYTHONUNBUFFERED": "1", "COLUMNS": "300"},
         cwd=cwd,
         stdout=subprocess.PIPE,

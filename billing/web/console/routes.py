@@ -7,11 +7,29 @@ from fastapi import FastAPI, Request
 from fastapi.staticfiles import StaticFiles
 from starlette.responses import Response
 
-from billing.web.console import login, periods
+from billing.web.console import (
+    allocation,
+    invoice_actions,
+    invoices,
+    login,
+    orgs,
+    periods,
+    review,
+    runs,
+)
 from billing.web.console.render import STATIC_FILES, page, redirect
 from billing.web.console.session import SESSION_COOKIE, SignInRequired, login_url
 
-ROUTERS = (login.router, periods.router)
+ROUTERS = (
+    login.router,
+    periods.router,
+    review.router,
+    runs.router,
+    allocation.router,
+    invoices.router,
+    invoice_actions.router,
+    orgs.router,
+)
 
 
 def error_page(request: Request, status: int, text: str) -> Response:
