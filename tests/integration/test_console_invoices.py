@@ -127,7 +127,7 @@ def test_invoice_and_org_pages_show_the_ledger_escaped_with_its_files(
             for meter, amount in charges
         ]
         assert len(cells(element(page, "table", "lines"))) == int(lines)
-        assert f'<iframe class="pdf" src="/invoices/{issued}/pdf"' in page
+        assert f'<iframe class="pdf" src="/invoices/{issued}/pdf#view=FitH"' in page
         assert f'id="csv-link" href="/invoices/{issued}/csv"' in page
         timeline = re.search(r'<ol class="timeline">(.*?)</ol>', page, re.DOTALL)
         assert timeline

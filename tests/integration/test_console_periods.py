@@ -165,7 +165,7 @@ def test_finalize_refused_or_unconfirmed_numbers_nothing(settings: Settings) -> 
     actions = section(page, "period-actions", "section")
     assert f'action="/periods/{OCTOBER}/finalize"' in actions
     assert "Finalize period" in actions
-    assert "Send pending emails" in actions
+    assert "No email pending." in actions  # October is drafted: nothing to send yet
     assert asked.status_code == 200
     assert 'id="confirm"' in asked.text
     assert f"<h1>Finalize {OCTOBER}</h1>" in asked.text

@@ -4,6 +4,7 @@ notes, emails, PDF and timeline, and its statement files (the API's statement_fi
 from __future__ import annotations
 
 from decimal import Decimal
+from functools import partial
 
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse
@@ -12,10 +13,9 @@ from starlette.responses import Response
 from billing.config import Settings
 from billing.domain import MINIMUM_CHARGE_METER
 from billing.finance.lookup import FileKind, InvoiceView, invoice_view, statement_file
-from billing.money import format_quantity
 from billing.states import InvoiceStatus, Role
 from billing.web.auth import ledger_engine
-from billing.web.console.render import page, path_part
+from billing.web.console.render import page, path_part, quantity
 from billing.web.console.session import User
 
 router = APIRouter(include_in_schema=False)
@@ -78,7 +78,7 @@ def show_invoice(request: Request, user: User, ref: str) -> Response:
         meters=adjustable_meters(view),
         rest=not_credited(view),
         contacts=[email for email in invoice.contact_emails.split(", ") if email],
-        quantity=format_quantity,
+        quantity=partial(quantity, locale=app_settings(request).locale),
         roles=Role,
     )
 

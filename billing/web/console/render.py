@@ -4,10 +4,11 @@ filters for money and times, and the answers every route gives (a page, a redire
 from __future__ import annotations
 
 from datetime import datetime
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 from urllib.parse import quote, unquote
 
+from babel.numbers import format_decimal
 from fastapi import Request
 from fastapi.templating import Jinja2Templates
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
@@ -57,6 +58,15 @@ def money(amount: Decimal | None, currency: str, locale: str = "en_US") -> str:
     return formatting.money(amount, currency, locale)
 
 
+def quantity(value: Decimal | None, locale: str = "en_US") -> str:
+    """A quantity for reading: grouped, at most 4 decimals, no trailing zeros (1,586.8692);
+    the exact value stays in the CSV."""
+    if value is None:
+        return ""
+    rounded = value.quantize(Decimal("0.0001"), rounding=ROUND_HALF_UP)
+    return str(format_decimal(rounded, format="#,##0.####", locale=locale))
+
+
 def when(moment: datetime | None) -> str:
     """2026-11-03 14:05 UTC; empty for None."""
     return "" if moment is None else f"{moment:%Y-%m-%d %H:%M} UTC"
@@ -69,6 +79,7 @@ def path_part(text: str) -> str:
 
 environment.filters["money"] = money
 environment.filters["when"] = when
+environment.filters["quantity"] = quantity
 environment.filters["path_part"] = path_part
 environment.globals["CSRF_FIELD"] = CSRF_FIELD
 
