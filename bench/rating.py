@@ -21,6 +21,7 @@ from billing.rating import UsageAggregate, rate_period
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 RESULTS = Path(__file__).resolve().parent / "results"
+TARGET_ROWS_PER_SECOND = 1_000_000  # issue 21 (issue 9 asked for 500,000)
 
 
 def synthetic_rows(count: int, orgs: int, seed: int = 1) -> list[UsageRecord]:
@@ -84,12 +85,13 @@ def main() -> None:
         "rate_seconds": round(best[1], 3),
         "total_seconds": round(best[2], 3),
         "rows_per_second": round(args.rows / best[2]),
-        "target_rows_per_second": 500_000,
+        "target_rows_per_second": TARGET_ROWS_PER_SECOND,
     }
     print(
         f"rating {args.rows:,} rows of {args.orgs:,} orgs: aggregate {best[0]:.2f}s + "
         f"rate {best[1]:.2f}s = {best[2]:.2f}s -> {figures['rows_per_second']:,} rows/s "
-        f"({figures['rows_per_second'] / 500_000:.2f}x the 500,000 rows/s target; "
+        f"({figures['rows_per_second'] / TARGET_ROWS_PER_SECOND:.2f}x the "
+        f"{TARGET_ROWS_PER_SECOND:,} rows/s target; "
         f"best of {args.repeat})"
     )
     RESULTS.mkdir(exist_ok=True)

@@ -221,6 +221,12 @@ class RatingReport:
     results_with_peak_only: int = 0
     orgs_without_contact: list[str] = field(default_factory=list)
 
+    def count(self, results: int, without_memory: int, with_peak_only: int) -> None:
+        """Count results already tallied elsewhere (rating's own loop)."""
+        self.usage_results += results
+        self.results_without_memory += without_memory
+        self.results_with_peak_only += with_peak_only
+
     def tally(self, record: UsageRecord) -> None:
         """Count one usage result, and what its memory figures lacked."""
         self.usage_results += 1

@@ -7,6 +7,7 @@ a rounded charge use largest remainder, so the parts always add up to the whole.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from decimal import Context, Decimal, localcontext
 from fractions import Fraction
@@ -112,19 +113,36 @@ def allocate_largest_remainder(total: int, weights: Sequence[Exact]) -> list[int
         if total:
             raise ValueError("cannot allocate a non-zero total over no parts")
         return []
-    exact_weights = [to_fraction(w) for w in weights]
-    if any(w < 0 for w in exact_weights):
+    numerators = _over_common_denominator(weights)
+    if any(n < 0 for n in numerators):
         raise ValueError("allocation weights must not be negative")
-    weight_sum = sum(exact_weights, Fraction(0))
+    weight_sum = sum(numerators)
     if weight_sum == 0:
-        exact_weights = [Fraction(1)] * len(weights)
-        weight_sum = Fraction(len(weights))
+        numerators = [1] * len(weights)
+        weight_sum = len(weights)
     sign = -1 if total < 0 else 1
     magnitude = abs(total)
-    shares = [magnitude * w / weight_sum for w in exact_weights]
-    parts = [share.numerator // share.denominator for share in shares]
+    # Share i is magnitude * n_i / weight_sum: its floor and remainder in integers (every
+    # remainder is over the same weight_sum, so they order as the exact fractions do).
+    divided = [divmod(magnitude * n, weight_sum) for n in numerators]
+    parts = [part for part, _ in divided]
     leftover = magnitude - sum(parts)
-    by_remainder = sorted(range(len(shares)), key=lambda i: (-(shares[i] - parts[i]), i))
+    by_remainder = sorted(range(len(divided)), key=lambda i: (-divided[i][1], i))
     for index in by_remainder[:leftover]:
         parts[index] += 1
     return [sign * part for part in parts]
+
+
+def _over_common_denominator(weights: Sequence[Exact]) -> list[int]:
+    """Integer numerators of exact weights over their least common denominator."""
+    ratios = [
+        (weight, 1) if isinstance(weight, int) else _as_ratio(to_fraction(weight))
+        for weight in weights
+    ]
+    common = math.lcm(*(denominator for _, denominator in ratios))
+    return [numerator * (common // denominator) for numerator, denominator in ratios]
+
+
+def _as_ratio(value: Fraction) -> tuple[int, int]:
+    """A fraction as (numerator, denominator)."""
+    return value.numerator, value.denominator

@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+from msgspec.structs import astuple
 from pydantic import SecretStr, ValidationError
 from tenacity import (
     RetryCallState,
@@ -37,13 +38,15 @@ from billing.errors import (
     UsageContractError,
 )
 from billing.periods import BillingPeriod
-from billing.usage.contract import (
-    GROUP_BY_DIMENSIONS,
-    UsageBucketModel,
-    UsagePageModel,
-    UsageResultModel,
+from billing.usage.contract import GROUP_BY_DIMENSIONS, UsagePageModel
+from billing.usage.fast_contract import (
+    UsageBucket,
+    UsagePageData,
+    UsageResult,
+    decode_page,
+    page_from_model,
 )
-from billing.usage.result_index import KEY_BYTES, ResultIndex, ResultKind
+from billing.usage.result_index import KEY_BYTES, UNSIGNED_64, ResultIndex
 
 log = logging.getLogger(__name__)
 
@@ -161,13 +164,6 @@ class _Transient(Exception):
         self.unreadable_body = unreadable_body
 
 
-def _classify(index: ResultIndex, key: tuple[object, ...], result: UsageResultModel) -> ResultKind:
-    """How a result relates to those already fetched, by digests of its key and its values."""
-    key_digest = hashlib.blake2b(repr(key).encode(), digest_size=KEY_BYTES).digest()
-    values = hashlib.blake2b(result.model_dump_json().encode(), digest_size=8).digest()
-    return index.classify(key_digest, int.from_bytes(values, "big"))
-
-
 class UsageClient:
     """Fetches usage pages from the MKA1 API; the httpx.Client is injected (its transport too).
 
@@ -242,23 +238,28 @@ class UsageClient:
             yield from page.records
 
     def _new_records_page(
-        self, page: UsagePageModel, number: int, index: ResultIndex
+        self, page: UsagePageData, number: int, index: ResultIndex
     ) -> list[UsageRecord]:
-        records: list[UsageRecord] = []
-        kinds: dict[ResultKind, int] = {"new": 0, "duplicate": 0, "conflicting": 0}
-        for kind, record in _classified_records(page, number, index):
-            kinds[kind] += 1
-            if kind == "conflicting":
+        records, digests, refusal = _page_records(page, number)
+        kinds = index.classify_page(digests)
+        kept: list[UsageRecord] = []
+        duplicates = 0
+        for kind, record in zip(kinds, records, strict=True):
+            if kind == "new":
+                kept.append(record)
+            elif kind == "duplicate":
+                duplicates += 1
+            else:
                 raise UsageContractError(
                     f"usage page {number}: the usage of org {record.org_id}, API key "
                     f"{record.api_key_id}, user {record.user_id} for the bucket starting "
                     f"{record.bucket_start} came twice with different values; the upstream "
                     "contradicts itself, retry the close later or report it"
                 )
-            if kind == "new":
-                records.append(record)
-        self._count_page(number, len(records), kinds["duplicate"])
-        return records
+        if refusal is not None:
+            raise refusal
+        self._count_page(number, len(kept), duplicates)
+        return kept
 
     def _count_page(self, number: int, kept: int, duplicates: int) -> None:
         self.stats.pages += 1
@@ -272,7 +273,7 @@ class UsageClient:
                 duplicates,
             )
 
-    def _next_cursor(self, page: UsagePageModel, number: int, seen: set[str]) -> str:
+    def _next_cursor(self, page: UsagePageData, number: int, seen: set[str]) -> str:
         cursor = page.next_page
         if not cursor:
             raise UsageContractError(
@@ -392,13 +393,16 @@ class UsageClient:
         except httpx.TransportError as error:
             raise _Transient(f"{type(error).__name__} from {_origin(url)}") from None
         _raise_for_status(response, number, self._redact)
-        try:
-            parsed = json.loads(response.content, parse_float=Decimal)
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise _Transient(
-                f"the body is not valid JSON ({error})", unreadable_body=True
-            ) from None
-        return parsed, hashlib.sha256(response.content).hexdigest()
+        content = response.content
+        parsed: Any = decode_page(content)
+        if parsed is None:
+            try:
+                parsed = json.loads(content, parse_float=Decimal)
+            except (json.JSONDecodeError, UnicodeDecodeError) as error:
+                raise _Transient(
+                    f"the body is not valid JSON ({error})", unreadable_body=True
+                ) from None
+        return parsed, hashlib.sha256(content).hexdigest()
 
     def _timeout(self, deadline: float) -> httpx.Timeout:
         """The client's own timeouts, each cut to the time left before the page deadline."""
@@ -418,9 +422,16 @@ class UsageClient:
 
     # ------------------------------------------------------------------ validation
 
-    def _validate(self, raw: Any, number: int, query: UsageQuery) -> UsagePageModel:
+    def _validate(self, raw: Any, number: int, query: UsageQuery) -> UsagePageData:
+        """The page read by the fast decoder, or else judged (and worded) by the contract."""
+        page = raw if isinstance(raw, UsagePageData) else self._validate_strictly(raw, number)
+        for bucket_index, bucket in enumerate(page.data):
+            _check_bucket_in_query(bucket, bucket_index, number, query)
+        return page
+
+    def _validate_strictly(self, raw: Any, number: int) -> UsagePageData:
         try:
-            page = UsagePageModel.model_validate(raw)
+            model = UsagePageModel.model_validate(raw)
         except ValidationError as error:
             first = error.errors()[0]
             field_path = ".".join(str(part) for part in first["loc"])
@@ -428,9 +439,7 @@ class UsageClient:
             raise UsageContractError(
                 f"usage page {number}: field {field_path}: {first['msg']} (got {echoed})"
             ) from None
-        for bucket_index, bucket in enumerate(page.data):
-            _check_bucket_in_query(bucket, bucket_index, number, query)
-        return page
+        return page_from_model(model)
 
 
 def _raise_for_status(response: httpx.Response, number: int, redact: Callable[[str], str]) -> None:
@@ -476,7 +485,7 @@ def _shorten(text: str, limit: int = ECHOED_INPUT_CHARS) -> str:
 
 
 def _check_bucket_in_query(
-    bucket: UsageBucketModel, bucket_index: int, number: int, query: UsageQuery
+    bucket: UsageBucket, bucket_index: int, number: int, query: UsageQuery
 ) -> None:
     """A bucket must overlap the requested range and lie within its snapped range.
 
@@ -497,27 +506,38 @@ def _check_bucket_in_query(
         )
 
 
-def _classified_records(
-    page: UsagePageModel, number: int, index: ResultIndex
-) -> Iterator[tuple[ResultKind, UsageRecord]]:
-    """The page's results as records, each classified against the results already fetched."""
+def _page_records(
+    page: UsagePageData, number: int
+) -> tuple[list[UsageRecord], list[tuple[bytes, int]], UsageContractError | None]:
+    """The page's results as records with their (key, values) digests, in order, up to the
+    first result without an org (the error to raise once those before it are classified)."""
+    records: list[UsageRecord] = []
+    digests: list[tuple[bytes, int]] = []
     for bucket_index, bucket in enumerate(page.data):
+        start, end = bucket.start_time, bucket.end_time
         for result_index, result in enumerate(bucket.results):
-            if not result.org_id:
-                raise UsageContractError(
-                    f"usage page {number}: field "
-                    f"data.{bucket_index}.results.{result_index}.org_id: "
-                    "missing; the fetch must group by org_id"
+            org_id = result.org_id
+            if not org_id:
+                return (
+                    records,
+                    digests,
+                    UsageContractError(
+                        f"usage page {number}: field "
+                        f"data.{bucket_index}.results.{result_index}.org_id: "
+                        "missing; the fetch must group by org_id"
+                    ),
                 )
-            kind = _classify(index, _result_key(bucket, result), result)
-            yield kind, _record(bucket, result, result.org_id)
+            digests.append((_key_digest(start, end, result), _values_digest(result)))
+            records.append(_record(start, end, result, org_id))
+    return records, digests, None
 
 
-def _result_key(bucket: UsageBucketModel, result: UsageResultModel) -> tuple[object, ...]:
-    """What identifies a result within a fetch: its bucket and every grouping dimension."""
-    return (
-        bucket.start_time,
-        bucket.end_time,
+def _key_digest(start: int, end: int, result: UsageResult) -> bytes:
+    """What identifies a result within a fetch (its bucket and every grouping dimension), as a
+    digest that a temporary file can hold."""
+    key = (
+        start,
+        end,
         result.org_id,
         result.api_key_id,
         result.user_id,
@@ -525,26 +545,38 @@ def _result_key(bucket: UsageBucketModel, result: UsageResultModel) -> tuple[obj
         result.operation,
         result.provider,
     )
+    return hashlib.blake2b(repr(key).encode(), digest_size=KEY_BYTES).digest()
 
 
-def _record(bucket: UsageBucketModel, result: UsageResultModel, org_id: str) -> UsageRecord:
+def _values_digest(result: UsageResult) -> int:
+    """A 64-bit digest of every value of a result, to tell a replay from a contradiction.
+
+    Python's own hash of the values (salted per process for text: the index lives for one fetch,
+    in one process); a Decimal adds its text, so that 1.5 and 1.50 differ as they did in JSON.
+    """
+    values = astuple(result)
+    peak = result.peak_memory_mib
+    return hash(values if peak is None else (values, str(peak))) & UNSIGNED_64
+
+
+def _record(start: int, end: int, result: UsageResult, org_id: str) -> UsageRecord:
     return UsageRecord(
-        bucket_start=bucket.start_time,
-        bucket_end=bucket.end_time,
-        org_id=org_id,
-        api_key_id=result.api_key_id,
-        user_id=result.user_id,
-        duration_ms=result.duration_ms,
-        reserved_memory_mib=result.reserved_memory_mib,
-        peak_memory_mib=result.peak_memory_mib,
-        workspace_bytes_in=result.workspace_bytes_in,
-        workspace_bytes_out=result.workspace_bytes_out,
-        num_sessions=result.num_sessions,
-        request_count=result.request_count,
-        num_operations=result.num_operations,
-        files_changed_count=result.files_changed_count,
-        oom_killed_count=result.oom_killed_count,
-        session_kind=result.session_kind,
+        start,
+        end,
+        org_id,
+        result.api_key_id,
+        result.user_id,
+        result.duration_ms,
+        result.reserved_memory_mib,
+        result.peak_memory_mib,
+        result.workspace_bytes_in,
+        result.workspace_bytes_out,
+        result.num_sessions,
+        result.request_count,
+        result.num_operations,
+        result.files_changed_count,
+        result.oom_killed_count,
+        result.session_kind,
     )
 
 

@@ -128,3 +128,35 @@ def test_round_quantity_is_half_up_to_twelve_places(value: int | Fraction | Deci
     expected = quantized_reference(round_half_up(Fraction(value) * 10**12), 12)
     assert rounded.as_tuple() == expected.as_tuple()
     assert abs(Fraction(rounded) - Fraction(value)) <= Fraction(1, 2 * 10**12)
+
+
+def fraction_allocation(total: int, weights: list[Fraction]) -> list[int]:
+    """The split worked out in Fractions, share by share (how the service first computed it)."""
+    weight_sum = sum(weights, Fraction(0))
+    if weight_sum == 0:
+        weights, weight_sum = [Fraction(1)] * len(weights), Fraction(len(weights))
+    shares = [abs(total) * w / weight_sum for w in weights]
+    parts = [share.numerator // share.denominator for share in shares]
+    by_remainder = sorted(range(len(shares)), key=lambda i: (-(shares[i] - parts[i]), i))
+    for index in by_remainder[: abs(total) - sum(parts)]:
+        parts[index] += 1
+    return [-part if total < 0 else part for part in parts]
+
+
+@given(
+    total=st.integers(min_value=-(10**9), max_value=10**9),
+    weights=st.lists(
+        st.one_of(
+            st.integers(min_value=0, max_value=10**12),
+            st.fractions(min_value=0, max_value=10**6, max_denominator=10**6),
+            st.decimals(min_value=0, max_value=10**6, places=4),
+        ),
+        min_size=1,
+        max_size=40,
+    ),
+)
+def test_allocation_in_integers_is_the_allocation_in_fractions(
+    total: int, weights: list[int | Fraction | Decimal]
+) -> None:
+    exact = [Fraction(w) for w in weights]
+    assert allocate_largest_remainder(total, weights) == fraction_allocation(total, exact)
