@@ -15,10 +15,8 @@ from billing.config import Settings
 from billing.states import Role
 from tests.support.agreement import rows
 from tests.support.api_data import OCTOBER, SCRIPTED_ORG, SEPTEMBER, api_settings, seed_ledger
-from tests.support.api_server import settings_env
 from tests.support.console import ConsoleSession, add_console_users, console_session
-from tests.support.ledger_twins import draft, number, one, state, twin_database
-from tests.support.processes import run_billing
+from tests.support.ledger_twins import act_by_cli, draft, number, one, state, twin_database
 
 APPROVER, ADMIN = "april-approver (console)", "adam-admin (console)"
 
@@ -54,47 +52,11 @@ def test_console_actions_leave_the_ledger_as_the_cli_commands_do(
         seed_ledger(settings)
     assert state(by_cli.database_url) == state(by_console.database_url)  # twins to begin with
 
-    def cli(*args: str) -> str:
-        ran = run_billing(*args, env=settings_env(by_cli), cwd=tmp_path / "cli")
-        assert ran.returncode == 0, ran.stderr
-        return ran.stdout
+    def all_refunded(url: str, scripted: str) -> tuple[str, ...]:
+        whole = one(url, f"SELECT total FROM invoice WHERE number = '{scripted}'")  # noqa: S608
+        return ("--amount", whole, "--reason", "all", "--refund")
 
-    url = by_cli.database_url
-    cli("invoices", "hold", draft(url, "org-0003"), "--reason", "usage spike <b>check</b>")
-    cli("invoices", "hold", draft(url, "org-0005"), "--reason", "commitment?")
-    cli("invoices", "release", draft(url, "org-0005"), "--reason", "looked fine")
-    cli(
-        "invoices",
-        "adjust",
-        draft(url, "org-0002"),
-        "--description",
-        "Goodwill",
-        "--amount",
-        "-1.50",
-        "--reason",
-        "late start",
-    )
-    cli(
-        "invoices",
-        "adjust",
-        draft(url, SCRIPTED_ORG),
-        "--meter",
-        "duration",
-        "--amount=+2.00",
-        "--reason",
-        "manual",
-    )
-    cancelled = one(url, "SELECT MAX(id) FROM invoice_adjustment")
-    cli("invoices", "adjust", "--cancel", cancelled, "--reason", "entered twice")
-    cli("finalize", "--period", str(OCTOBER))
-    globex = number(url, "org-0002", str(OCTOBER))
-    scripted = number(url, SCRIPTED_ORG, str(OCTOBER))
-    cli("credit-notes", "create", globex, "--amount", "1.00", "--reason", "sorry")
-    whole = one(url, f"SELECT total FROM invoice WHERE number = '{scripted}'")  # noqa: S608
-    cli("credit-notes", "create", scripted, "--amount", whole, "--reason", "all", "--refund")
-    cli("void", number(url, "org-0001", str(SEPTEMBER)), "--reason", "wrong entity")
-    cli("email", "resend", number(url, "org-0002", str(SEPTEMBER)), "--to", "ap@globex.example")
-    cli("email", "send", "--period", str(OCTOBER))
+    act_by_cli(by_cli, tmp_path / "cli", all_refunded)
 
     url = by_console.database_url
     add_console_users(by_console)

@@ -3,11 +3,16 @@ what each table holds without ids, times or who acted, to compare them, and a fe
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from billing.config import Settings
 from tests.support.agreement import rows
+from tests.support.api_data import OCTOBER, SCRIPTED_ORG, SEPTEMBER
+from tests.support.api_server import settings_env
+from tests.support.processes import run_billing
 
 # What each table holds, without ids, times or who: the same on both ledgers.
 COMPARED = {
@@ -61,3 +66,38 @@ def twin_database(database_url: str, tmp_path: Path, request: pytest.FixtureRequ
     if database_url.startswith("sqlite"):
         return f"sqlite:///{tmp_path / 'twin.db'}"
     return str(request.getfixturevalue("pg_server_url")())
+
+
+# The second credit note's options, given the CLI's database and the credited invoice's number
+SecondCredit = Callable[[str, str], tuple[str, ...]]
+
+
+def act_by_cli(settings: Settings, cwd: Path, second_credit: SecondCredit) -> None:
+    """What every twin test does to its first ledger, through `billing` processes: two holds
+    (one released), a free-text and a meter adjustment (the latter cancelled), the October
+    finalize, two credit notes (the second's options from `second_credit`), a void, a resend
+    and sending October's emails."""
+
+    def cli(*args: str) -> None:
+        done = run_billing(*args, env=settings_env(settings), cwd=cwd)
+        assert done.returncode == 0, done.stderr
+
+    url = settings.database_url
+    cli("invoices", "hold", draft(url, "org-0003"), "--reason", "usage spike <b>check</b>")
+    cli("invoices", "hold", draft(url, "org-0005"), "--reason", "commitment?")
+    cli("invoices", "release", draft(url, "org-0005"), "--reason", "looked fine")
+    adjust = ("--amount", "-1.50", "--reason", "late start")
+    cli("invoices", "adjust", draft(url, "org-0002"), "--description", "Goodwill", *adjust)
+    scripted_draft = draft(url, SCRIPTED_ORG)
+    manual = ("--amount=+2.00", "--reason", "manual")
+    cli("invoices", "adjust", scripted_draft, "--meter", "duration", *manual)
+    cancelled = one(url, "SELECT MAX(id) FROM invoice_adjustment")
+    cli("invoices", "adjust", "--cancel", cancelled, "--reason", "entered twice")
+    cli("finalize", "--period", str(OCTOBER))
+    globex = number(url, "org-0002", str(OCTOBER))
+    scripted = number(url, SCRIPTED_ORG, str(OCTOBER))
+    cli("credit-notes", "create", globex, "--amount", "1.00", "--reason", "sorry")
+    cli("credit-notes", "create", scripted, *second_credit(url, scripted))
+    cli("void", number(url, "org-0001", str(SEPTEMBER)), "--reason", "wrong entity")
+    cli("email", "resend", number(url, "org-0002", str(SEPTEMBER)), "--to", "ap@globex.example")
+    cli("email", "send", "--period", str(OCTOBER))
