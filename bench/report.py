@@ -372,6 +372,105 @@ def other_benchmarks(folder: Path) -> list[str]:
     return [*lines, ""]
 
 
+def render_peer_section(folder: Path) -> list[str]:
+    """bench/render_peer.py: the same statements printed by the project and by Chromium."""
+    peer = load(folder, "render_peer.json")
+    if not peer:
+        return []
+    info = peer["machine"]
+    loads = ", ".join(f"{when} {value}" for when, value in peer["load_average"].items())
+    lines = [
+        "## Rendering against a Chromium peer",
+        "",
+        "`make bench-render`: the project's own statement HTML (`StatementRenderer.html`) for a "
+        "small, the median (36 lines) and a 200-line statement, every line printed "
+        f"(`BILLING_STATEMENT_DETAIL=lines`), {peer['repeat']} PDFs per printer and size, the "
+        "printers taking turns PDF by PDF; medians of wall time. WeasyPrint "
+        f"{info['weasyprint']} prints through `StatementRenderer.pdf` (the optimised path the "
+        "close uses, and the plain path, `optimised=False`, for the before/after); Chromium "
+        f"{info['chromium']} (Debian's, headless) through one persistent Playwright page "
+        "(`set_content` then `pdf`), the same HTML with the same stylesheet inlined. Measured "
+        f"{peer['measured_at']} on {info['cpus']} CPUs; one-minute load average: {loads} "
+        "(on a loaded machine wall time grows beyond CPU time for both printers: compare the "
+        "ratios, measured side by side, rather than the milliseconds).",
+        "",
+        "| statement | lines | WeasyPrint | plain path | optimised / plain (CPU) | Chromium "
+        "| WeasyPrint / Chromium | target |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in peer["sizes"]:
+        target = f"≤ {row['target']}×" if row.get("target") else "—"
+        lines.append(
+            f"| {row['size']} | {row['lines']} | {row['weasyprint_ms']:,.0f} ms "
+            f"({row['weasyprint_cpu_ms']:,.0f} ms CPU) "
+            f"| {row['weasyprint_plain_ms']:,.0f} ms | {row['optimised_vs_plain_cpu']:.3f}× "
+            f"| {row['chromium_ms']:,.0f} ms | **{row['ratio_to_chromium']:.2f}×** | {target} |"
+        )
+    close = peer.get("close")
+    if close:
+        lines += [
+            "",
+            f"The close of {close['orgs']:,} orgs (`make bench-close`, measured "
+            f"{close['measured_at']}, {close['processes']} render processes): "
+            f"{seconds(close['close_seconds'])}, of which rendering "
+            f"{seconds(close['render_seconds'])}. With the optimised path's CPU ratio at the "
+            f"median size, rendering would take about "
+            f"{seconds(close['render_seconds_optimised_estimate'])} (close "
+            f"{seconds(close['close_seconds_optimised_estimate'])}); with Chromium's median "
+            f"time per statement on as many processes, about "
+            f"{seconds(close['render_seconds_chromium_estimate'])} (close "
+            f"{seconds(close['close_seconds_chromium_estimate'])}).",
+        ]
+    lines += [
+        "",
+        "The optimised path prints the same pixels as the plain one (tests/unit/"
+        "test_pdf_pixels.py rasterises every page of both): the chart is handed to WeasyPrint "
+        "as an SVG image served from memory instead of markup its pure-Python HTML parser "
+        "reads and serialises again, the whitespace-only text between block and table tags is "
+        "left out (never inside text, `<pre>` or the SVG), and breakdown rows are striped by a "
+        "class the template sets instead of `tr:nth-child(even)`.",
+        "",
+    ]
+    return lines
+
+
+def rerender_section(folder: Path) -> list[str]:
+    """bench/rerender.py: a period rendered again with nothing changed, against in full."""
+    found = sorted(folder.glob("rerender-*.json"))
+    if not found:
+        return []
+    figures = json.loads(found[-1].read_text(encoding="utf-8"))
+    loads = ", ".join(f"{when} {value}" for when, value in figures["load_average"].items())
+    cli, here = figures["cli_median"], figures["in_process_median"]
+    return [
+        "## Rendering only what changed",
+        "",
+        f"`make bench-rerender`: a period of {figures['statements']:,} statements closed on "
+        "PostgreSQL, then `billing statements render --period P --force` (every PDF printed) "
+        "and `billing statements render --period P` (every key matches: no PDF printed, the "
+        f"CSVs and reports written again) taking turns, {figures['repeat']} times each, as CLI "
+        "processes and through `render_statements` in one process; medians. Measured "
+        f"{figures['measured_at']}; one-minute load average: {loads}.",
+        "",
+        "| | every PDF printed | nothing changed | ratio | target |",
+        "|---|---:|---:|---:|---:|",
+        f"| `billing statements render` (process, wall) | {seconds(cli['full'])} "
+        f"| {seconds(cli['unchanged'])} | **{figures['unchanged_vs_full_cli']:.1%}** | < 5% |",
+        f"| `render_statements` (in process) | {seconds(here['full'])} "
+        f"| {seconds(here['unchanged'])} | {figures['unchanged_vs_full_in_process']:.1%} | |",
+        f"| close, then a re-close with nothing new | {seconds(figures['first_close_seconds'])} "
+        f"| {seconds(figures['reclose_nothing_new_seconds'])} "
+        f"| {figures['reclose_vs_first_close']:.1%} | |",
+        "",
+        "A PDF is reused when the key kept beside it (`<org>.pdf.key`: the statement's HTML, "
+        "chart data, printing settings, asset files, statements code and WeasyPrint version) "
+        "matches and its bytes are intact (billing/statements/render_keys.py). What is left of "
+        "a re-render is reading the invoices, the HTML of each statement (to compute its key), "
+        "the CSVs and the period's reports; the CLI figure includes the interpreter's start.",
+        "",
+    ]
+
+
 def workers_section(folder: Path, close: dict[str, Any] | None) -> list[str]:
     """The close on Celery workers, 1 worker process against 2 (`make bench-workers`)."""
     found = [json.loads(path.read_text(encoding="utf-8")) for path in folder.glob("workers-*.json")]
@@ -464,6 +563,10 @@ def document(folder: Path, close: dict[str, Any] | None, scaling: dict[str, Any]
         "make bench-workers             # the close of 200 orgs on 1, then 2 Celery worker "
         "processes",
         "make bench-console             # the console's Review and invoice pages at 5,000 orgs",
+        "make bench-render              # statements printed by WeasyPrint and by headless "
+        "Chromium",
+        "make bench-rerender            # statements render in full, then with nothing "
+        "changed; a re-close with nothing new",
         "```",
         "",
         "The close runs against `billing emulator` (its own process, loopback) and a throwaway "
@@ -491,6 +594,8 @@ def document(folder: Path, close: dict[str, Any] | None, scaling: dict[str, Any]
         lines += ["No close figures yet: run `make bench`.", ""]
     lines += (
         scaling_section(scaling)
+        + render_peer_section(folder)
+        + rerender_section(folder)
         + workers_section(folder, close)
         + targets_section(close, scaling)
         + console_section(folder)

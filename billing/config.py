@@ -18,6 +18,9 @@ EXAMPLES = PROJECT_ROOT / "examples"
 
 EmailBackendName = Literal["file", "console", "none", "smtp"]
 GroupByExtra = Literal["session_kind", "operation", "provider"]
+# How a statement PDF breaks its charges down (billing/statements/breakdown.py): every stored
+# line, subtotals per API key, or lines up to BILLING_STATEMENT_DETAIL_MAX_LINES then keys.
+StatementDetail = Literal["lines", "keys", "auto"]
 
 
 def _env(name: str) -> AliasChoices:
@@ -100,6 +103,12 @@ class Settings(BaseSettings):
     )
     payment_terms_days: int = Field(30, ge=0, validation_alias=_env("BILLING_PAYMENT_TERMS_DAYS"))
     page_size: Literal["A4", "Letter"] = Field("A4", validation_alias=_env("BILLING_PAGE_SIZE"))
+    statement_detail: StatementDetail = Field(
+        "auto", validation_alias=_env("BILLING_STATEMENT_DETAIL")
+    )
+    statement_detail_max_lines: int = Field(
+        50, ge=0, validation_alias=_env("BILLING_STATEMENT_DETAIL_MAX_LINES")
+    )
     auto_migrate: bool = Field(True, validation_alias=_env("BILLING_AUTO_MIGRATE"))
     cost_centres: Path | None = Field(None, validation_alias=_env("BILLING_COST_CENTRES"))
     # Webhook endpoints (YAML, billing/catalog/webhooks.py); unset: events are only recorded.

@@ -658,9 +658,16 @@ def statements_render(
         str | None,
         typer.Option("--org", metavar="ORG", help="Only this org's PDF and CSV statement."),
     ] = None,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Print every PDF again, even those whose key matches (e.g. after a font change).",
+        ),
+    ] = False,
 ) -> None:
-    """Re-render statements and reports from the stored invoices (no re-rating, no upstream
-    call, no email)."""
+    """Write statements and reports again from the stored invoices (no re-rating, no upstream
+    call, no email); a PDF whose inputs have not changed is kept as it is."""
     from billing.close.publish import render_statements
 
     settings = load_settings()
@@ -669,10 +676,12 @@ def statements_render(
         BillingPeriod.parse(period),
         org,
         progress=progress,
+        force=force,
     )
     out.print(
-        f"re-rendered {plural(result.count, 'statement')} of {result.period} "
-        f"({plural(len(result.files), 'file')}) in {literal(result.folder)}"
+        f"wrote {plural(result.count, 'statement')} of {result.period} "
+        f"({result.rendered} rendered, {result.reused} unchanged; "
+        f"{plural(len(result.files), 'file')}) in {literal(result.folder)}"
     )
 
 

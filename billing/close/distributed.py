@@ -26,9 +26,9 @@ from billing.close.fetch import close_query, fetch_checked, http_client, record_
 from billing.close.preflight import Operation, preflight
 from billing.close.pricing import load_pricing
 from billing.close.publish import (
+    keyed_documents,
     load_cost_centre_map,
     output_folder,
-    render_documents,
     report_writer,
     run_facts,
     write_documents,
@@ -73,8 +73,9 @@ from billing.email.messages import StatementDocuments
 from billing.email.outbox import OutboxSender
 from billing.errors import BillingError
 from billing.periods import BillingPeriod
-from billing.statements.files import period_folder, safe_stem
-from billing.statements.pdf import StatementRenderer, shared_renderer
+from billing.statements.files import period_folder
+from billing.statements.pdf import shared_renderer
+from billing.statements.render_keys import StatementPdfs
 from billing.states import (
     DeliveryStatus,
     InvoiceStatus,
@@ -377,11 +378,12 @@ def _invoice_unit(
 def render_invoice(
     settings: Settings, run_id: int, invoice_id: int, *, cap: int = 5, now: Clock = _now
 ) -> Work:
-    """Write one invoice's PDF and CSV (the same file names on every redelivery)."""
+    """Write one invoice's PDF and CSV (the same file names on every redelivery); a PDF whose
+    key matches the statement's (an unchanged invoice, a redelivery) is kept as it is."""
 
     def render(_engine: Engine, statement: Statement) -> None:
         folder = period_folder(settings.output_dir, statement.period)
-        write_documents(folder, render_documents(shared_renderer(settings), statement))
+        write_documents(folder, *keyed_documents(StatementPdfs(settings, folder), statement))
 
     if not _invoice_unit(settings, run_id, UnitStep.RENDER, invoice_id, render, cap, now):
         return Work(run_id)
@@ -408,7 +410,7 @@ def email_invoice(
             delivery_ids=pending,
             now=now,
         ) as outbox:
-            outbox.send_for(_written_documents(folder, statement, renderer))
+            outbox.send_for(_written_documents(settings, folder, statement))
 
     if not _invoice_unit(settings, run_id, UnitStep.EMAIL, invoice_id, send, cap, now):
         return Work(run_id)
@@ -428,14 +430,11 @@ def _pending_deliveries(engine: Engine, invoice_id: int) -> list[int]:
 
 
 def _written_documents(
-    folder: Path, statement: Statement, renderer: StatementRenderer
+    settings: Settings, folder: Path, statement: Statement
 ) -> StatementDocuments:
-    """The statement files the render step wrote (a shared output folder), else render again."""
-    stem = safe_stem(statement.org_id)
-    pdf, csv = folder / f"{stem}.pdf", folder / f"{stem}.csv"
-    if pdf.exists() and csv.exists():
-        return StatementDocuments(statement, pdf.read_bytes(), csv.read_bytes(), stem)
-    return render_documents(renderer, statement)
+    """The statement's documents: the PDF the render step wrote (a shared output folder) when
+    its key still matches the statement's, else rendered again; the CSV from the statement."""
+    return keyed_documents(StatementPdfs(settings, folder), statement)[0]
 
 
 def report(settings: Settings, run_id: int, *, cap: int = 5, now: Clock = _now) -> Work:

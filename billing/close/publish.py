@@ -39,8 +39,9 @@ from billing.statements.files import (
     write_atomically,
 )
 from billing.statements.parallel import render_pdfs, render_processes
-from billing.statements.pdf import StatementRenderer, shared_renderer, template_environment
+from billing.statements.pdf import StatementRenderer, template_environment
 from billing.statements.period_reports import PeriodReportWriter
+from billing.statements.render_keys import KeyedPdf, StatementPdfs, forget_key, write_pdf
 from billing.statements.reports import RunFacts
 from billing.states import RunStatus
 from billing.wording import plural
@@ -73,6 +74,8 @@ class CloseResult:
     orgs_without_contact: list[str] = field(default_factory=list)
     org_outcomes: list[dict[str, str]] = field(default_factory=list)
     email_outcomes: dict[str, int] = field(default_factory=dict)
+    pdfs_rendered: int = 0  # statement PDFs printed by this pass
+    pdfs_reused: int = 0  # statement PDFs whose key matched: the bytes on disk were kept
 
     @property
     def drafts(self) -> int:
@@ -100,9 +103,22 @@ def documents_of(statement: Statement, pdf: bytes) -> StatementDocuments:
     )
 
 
-def write_documents(folder: Path, documents: StatementDocuments) -> None:
-    write_atomically(folder, f"{documents.stem}.pdf", documents.pdf)
+def write_documents(
+    folder: Path, documents: StatementDocuments, keyed: KeyedPdf | None = None
+) -> None:
+    """The statement's PDF (then its key, when `keyed`; a reused PDF is not written again) and
+    its CSV, each atomically."""
+    write_pdf(folder, documents.stem, documents.pdf, keyed)
     write_atomically(folder, f"{documents.stem}.csv", documents.csv)
+
+
+def keyed_documents(
+    pdfs: StatementPdfs, statement: Statement
+) -> tuple[StatementDocuments, KeyedPdf]:
+    """One statement's documents for its live file (`<org>.pdf`): the PDF reused when its key
+    matches, else rendered here."""
+    keyed = pdfs.pdf(statement, safe_stem(statement.org_id))
+    return documents_of(statement, keyed.pdf), keyed
 
 
 def output_folder(settings: Settings, period: BillingPeriod, say: Progress) -> Path:
@@ -132,13 +148,19 @@ def report_writer(
 
 
 def rendered_statements(
-    settings: Settings, engine: Engine, period: BillingPeriod
-) -> Iterator[StatementDocuments]:
+    settings: Settings, engine: Engine, period: BillingPeriod, pdfs: StatementPdfs
+) -> Iterator[tuple[StatementDocuments, KeyedPdf]]:
     """Every live statement of a period with its PDF and CSV, in org-id order, streamed from the
-    database in batches and rendered by BILLING_RENDER_PROCESSES processes."""
+    database in batches; a PDF whose key matches the one in `pdfs`' folder is reused, the others
+    are rendered by BILLING_RENDER_PROCESSES processes."""
     statements = iter_statements(engine, period)
-    for statement, pdf in render_pdfs(settings, statements, render_processes(settings)):
-        yield documents_of(statement, pdf)
+
+    def stored(statement: Statement) -> bytes | None:
+        return pdfs.stored(statement, safe_stem(statement.org_id))
+
+    processes = render_processes(settings)
+    for statement, pdf in render_pdfs(settings, statements, processes, reuse=stored):
+        yield documents_of(statement, pdf), pdfs.keyed(statement, pdf)
 
 
 def publish_statements(
@@ -167,23 +189,24 @@ def publish_statements(
     folder = output_folder(settings, period, say)
     written = 0
     environment = template_environment(settings.templates_dir, settings.locale)
+    pdfs = StatementPdfs(settings, folder)
     with (
         report_writer(settings, folder, period, centres) as writer,
         OutboxSender(settings, engine, period, environment, folder) as outbox,
     ):
-        for documents in rendered_statements(settings, engine, period):
-            write_documents(folder, documents)
+        for documents, keyed in rendered_statements(settings, engine, period, pdfs):
+            write_documents(folder, documents, keyed)
             outbox.send_for(documents)
             writer.add(documents.statement)
             written += 1
             if written % PROGRESS_EVERY == 0:
                 say(
-                    f"rendered {plural(written, 'statement')} so far, "
+                    f"{plural(written, 'statement')} so far ({pdfs.describe()}), "
                     f"{plural(outbox.report.sent, 'email')} sent"
                 )
-        renderer = shared_renderer(settings) if outbox.waiting else None
-        if renderer is not None:
-            outbox.send_remaining(lambda stored: render_documents(renderer, stored))
+        if outbox.waiting:  # their files were written above: the PDFs are reused from there
+            remaining = StatementPdfs(settings, folder)
+            outbox.send_remaining(lambda stored: keyed_documents(remaining, stored)[0])
         outbox.send_notices()  # of invoices this close voided (--reissue), or a void left
         with Session(engine) as session:
             invoices = invoice_summaries(session, period)  # with the states sending set
@@ -195,7 +218,10 @@ def publish_statements(
         say(f"email {cut_off} was cut off before the server replied: marked unknown")
     if delivery.messages:
         say(f"emails: {delivery.describe()}")
-    say(f"wrote {plural(written, 'statement')}, the summary and the reports to {folder}")
+    say(
+        f"wrote {plural(written, 'statement')} ({pdfs.describe()}), "
+        f"the summary and the reports to {folder}"
+    )
     return CloseResult(
         run_id=run_id,
         period=period,
@@ -209,6 +235,8 @@ def publish_statements(
         email_outcomes=dict(delivery.outcomes),
         orgs_without_contact=[invoice.org_id for invoice in invoices if not invoice.emails],
         org_outcomes=list(org_outcomes),
+        pdfs_rendered=pdfs.rendered,
+        pdfs_reused=pdfs.reused,
     )
 
 
@@ -270,14 +298,15 @@ def publish_void(settings: Settings, engine: Engine, invoice: Invoice, say: Prog
     folder = output_folder(settings, period, say)
     with Session(engine) as session:
         [statement] = statements_for(session, period, [invoice])
-    renderer = shared_renderer(settings)
-    kept = dataclasses.replace(
-        documents_of(statement, renderer.pdf(statement)),
-        stem=void_stem(invoice.org_id, statement.invoice_number),
-    )
-    write_documents(folder, kept)
+    pdfs = StatementPdfs(settings, folder)
+    stem = void_stem(invoice.org_id, statement.invoice_number)
+    keyed = pdfs.pdf(statement, stem)
+    kept = dataclasses.replace(documents_of(statement, keyed.pdf), stem=stem)
+    write_documents(folder, kept, keyed)
+    forget_key(folder, safe_stem(invoice.org_id))
     for suffix in (".pdf", ".csv"):
         (folder / f"{safe_stem(invoice.org_id)}{suffix}").unlink(missing_ok=True)
+    renderer = pdfs.renderer
     write_period_reports(settings, engine, period, folder, say)
     with Session(engine) as session:
         notices = pending_void_notices(session, invoice.id or 0)
@@ -318,6 +347,8 @@ class RenderResult:
     folder: Path
     count: int
     files: list[Path]
+    rendered: int = 0  # PDFs printed
+    reused: int = 0  # PDFs whose key matched: left as they were
 
 
 def render_statements(
@@ -326,12 +357,14 @@ def render_statements(
     org_id: str | None = None,
     *,
     progress: Progress | None = None,
+    force: bool = False,
 ) -> RenderResult:
     """Write a period's statements and reports again from the stored invoices.
 
     Nothing is re-rated, the upstream is never called, no run is recorded and no email is sent.
     With `org_id` only that org's PDF and CSV are written. Statements are streamed in batches
-    as a close does.
+    as a close does. A PDF whose key matches its statement's (billing/statements/render_keys.py)
+    is kept as it is, unless `force`.
     """
     say = progress or log.info
     centres = load_cost_centre_map(settings) if org_id is None else CostCentreMap()
@@ -339,6 +372,7 @@ def render_statements(
     engine = open_ledger(settings, migrate=False)
     files: list[Path] = []
     count = 0
+    pdfs = StatementPdfs(settings, folder, force=force)
     try:
         if org_id is not None:
             with Session(engine) as session:
@@ -348,8 +382,8 @@ def render_statements(
                     f"no stored invoices of org {org_id} for {period}: "
                     f"run billing close --period {period} first"
                 )
-            documents = render_documents(shared_renderer(settings), statements[0])
-            write_documents(folder, documents)
+            documents, keyed = keyed_documents(pdfs, statements[0])
+            write_documents(folder, documents, keyed)
             files += [folder / f"{documents.stem}.pdf", folder / f"{documents.stem}.csv"]
             count = 1
         else:
@@ -365,13 +399,13 @@ def render_statements(
                 ).scalar_one_or_none()
                 facts = run_facts(session, latest, settings)
             with report_writer(settings, folder, period, centres) as writer:
-                for documents in rendered_statements(settings, engine, period):
-                    write_documents(folder, documents)
+                for documents, keyed in rendered_statements(settings, engine, period, pdfs):
+                    write_documents(folder, documents, keyed)
                     writer.add(documents.statement)
                     files += [folder / f"{documents.stem}.pdf", folder / f"{documents.stem}.csv"]
                     count += 1
                     if count % PROGRESS_EVERY == 0:
-                        say(f"rendered {plural(count, 'statement')} so far")
+                        say(f"{plural(count, 'statement')} so far ({pdfs.describe()})")
                 files += writer.finish(previous, facts)
     except SQLAlchemyError as error:
         raise StorageError(
@@ -380,5 +414,12 @@ def render_statements(
         ) from None
     finally:
         engine.dispose()
-    say(f"re-rendered {plural(count, 'statement')} of {period} into {folder}")
-    return RenderResult(period=period, folder=folder, count=count, files=files)
+    say(f"wrote {plural(count, 'statement')} of {period} ({pdfs.describe()}) into {folder}")
+    return RenderResult(
+        period=period,
+        folder=folder,
+        count=count,
+        files=files,
+        rendered=pdfs.rendered,
+        reused=pdfs.reused,
+    )

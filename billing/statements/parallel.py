@@ -9,7 +9,7 @@ import os
 import signal
 import sys
 from collections import deque
-from collections.abc import Generator, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
@@ -25,6 +25,10 @@ from billing.statements.pdf import StatementRenderer, shared_renderer
 IN_FLIGHT_PER_PROCESS = 4
 
 _worker_renderer: StatementRenderer | None = None
+
+# Asked first for each statement: the PDF bytes to hand back instead of rendering, or None.
+Reuse = Callable[[Statement], bytes | None]
+Asked = tuple[Statement, bytes | None]
 
 PR_SET_PDEATHSIG = 1  # prctl(2): the signal this process gets when its parent ends
 
@@ -48,8 +52,13 @@ def render_pdfs(
     processes: int,
     *,
     start_method: str = "fork",
+    reuse: Reuse | None = None,
 ) -> Generator[tuple[Statement, bytes], None, None]:
     """Each statement with its PDF bytes, in the order given, taking statements lazily.
+
+    `reuse`, when given, is asked for each statement first (here, in order): bytes it returns
+    are handed back in that statement's place without a render. Statements it reuses before
+    the first one that needs a render are handed back at once, and no pool starts for them.
 
     With `processes=1`, or when fewer than two statements come, they are rendered here by one
     renderer, without a pool. Otherwise a pool of up to `processes` workers starts once two
@@ -67,25 +76,37 @@ def render_pdfs(
     if processes < 1:
         raise OutputError(f"PDF rendering needs at least one process, not {processes}")
     shared_renderer(settings)  # bad settings fail here, before a statement is read
-    return _render(settings, iter(statements), processes, start_method)
+    return _render(settings, _asked(statements, reuse), processes, start_method)
+
+
+def _asked(statements: Iterable[Statement], reuse: Reuse | None) -> Iterator[Asked]:
+    """Each statement with the bytes `reuse` gives for it (None: it needs a render)."""
+    for statement in statements:
+        yield statement, reuse(statement) if reuse is not None else None
 
 
 def _render(
-    settings: Settings, statements: Iterator[Statement], processes: int, start_method: str
+    settings: Settings, items: Iterator[Asked], processes: int, start_method: str
 ) -> Generator[tuple[Statement, bytes], None, None]:
-    first = list(islice(statements, processes))
-    if len(first) < 2:
-        yield from _render_here(settings, chain(first, statements))
-    else:
-        yield from _render_in_pool(settings, chain(first, statements), len(first), start_method)
+    for statement, reused in items:
+        if reused is not None:
+            yield statement, reused
+            continue
+        first = [(statement, reused), *islice(items, processes - 1)]
+        if len(first) < 2:
+            yield from _render_here(settings, chain(first, items))
+        else:
+            yield from _render_in_pool(settings, chain(first, items), len(first), start_method)
+        return
 
 
-def _render_here(
-    settings: Settings, statements: Iterable[Statement]
-) -> Iterator[tuple[Statement, bytes]]:
+def _render_here(settings: Settings, items: Iterable[Asked]) -> Iterator[tuple[Statement, bytes]]:
     renderer = shared_renderer(settings)
     with _heap_frozen():
-        for statement in statements:
+        for statement, reused in items:
+            if reused is not None:
+                yield statement, reused
+                continue
             try:
                 pdf = renderer.pdf(statement)
             except Exception as error:
@@ -113,7 +134,7 @@ def _heap_frozen() -> Iterator[None]:
 
 
 def _render_in_pool(
-    settings: Settings, statements: Iterable[Statement], workers: int, start_method: str
+    settings: Settings, items: Iterable[Asked], workers: int, start_method: str
 ) -> Iterator[tuple[Statement, bytes]]:
     pool = ProcessPoolExecutor(
         max_workers=workers,
@@ -124,7 +145,12 @@ def _render_in_pool(
     )
     in_flight: deque[tuple[Statement, Future[bytes]]] = deque()
     try:
-        for statement in statements:
+        for statement, reused in items:
+            if reused is not None:
+                in_flight.append((statement, _done(reused)))
+                if len(in_flight) == workers * IN_FLIGHT_PER_PROCESS:
+                    yield _collect(*in_flight.popleft())
+                continue
             try:
                 future = pool.submit(_render_one, statement)
             except BrokenProcessPool:
@@ -142,6 +168,13 @@ def _render_in_pool(
             yield _collect(*in_flight.popleft())
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _done(pdf: bytes) -> Future[bytes]:
+    """A future that already holds reused bytes: it waits in order behind the renders."""
+    future: Future[bytes] = Future()
+    future.set_result(pdf)
+    return future
 
 
 def _broken() -> Future[bytes]:

@@ -27,6 +27,7 @@ from billing.statements.allocation import (
 )
 from billing.statements.csv_files import SUMMARY_COLUMNS, neutralise, summary_row
 from billing.statements.files import work_prefix
+from billing.statements.render_keys import forget_key, record_key, report_key, stored_pdf
 from billing.statements.reports import (
     CentreTotal,
     ChangeSelection,
@@ -34,6 +35,7 @@ from billing.statements.reports import (
     ReportTally,
     RunFacts,
     org_changes,
+    report_html,
     report_pdf,
 )
 
@@ -198,11 +200,18 @@ class PeriodReportWriter:
                 issuer_name=self._issuer_name,
                 swing_threshold_percent=self._swing,
             )
-            pdf = report_pdf(report, self._templates_dir, self._locale)
+            # summary.pdf is printed only when its HTML (or what prints it) changed.
+            html = report_html(report, self._templates_dir, self._locale)
+            key = report_key(html, self._templates_dir, self._locale)
+            pdf = stored_pdf(self._folder, "summary", key)
+            if pdf is None:
+                pdf = report_pdf(report, self._templates_dir, self._locale)
             (self._work / "summary.pdf").write_bytes(pdf)
+            forget_key(self._folder, "summary")
             targets = [self._folder / name for name in REPORT_FILES]
             for name, target in zip(REPORT_FILES, targets, strict=True):
                 os.replace(self._work / name, target)
+            record_key(self._folder, "summary", key, pdf)
         except OSError as error:
             raise OutputError(f"cannot write the reports in {self._folder}: {error}") from None
         finally:

@@ -25,14 +25,23 @@ def test_rendering_reports_progress_in_batches(
     with running_emulator(orgs=5, seed=2) as base_url:
         settings = make_settings(mka1_base_url=base_url)
         close_period(settings, PERIOD, progress=lines.append)
-    batches = [line for line in lines if line.startswith("rendered ")]
-    assert [line.split(" so far")[0] for line in batches] == [
-        "rendered 2 statements",
-        "rendered 4 statements",
+    batches = [line for line in lines if " so far " in line]
+    assert [line.split(", ")[0] for line in batches] == [
+        "2 statements so far (2 rendered",
+        "4 statements so far (4 rendered",
     ]
-    assert "wrote 5 statements, the summary and the reports to" in "\n".join(lines)
+    assert "wrote 5 statements (5 rendered, 0 unchanged), the summary and the reports to" in (
+        "\n".join(lines)
+    )
 
     lines.clear()
     render_statements(settings, PERIOD, progress=lines.append)
-    assert lines[:-1] == ["rendered 2 statements so far", "rendered 4 statements so far"]
-    assert lines[-1].startswith("re-rendered 5 statements of 2026-10 into ")
+    assert lines[:-1] == [
+        "2 statements so far (0 rendered, 2 unchanged)",
+        "4 statements so far (0 rendered, 4 unchanged)",
+    ]
+    assert lines[-1].startswith("wrote 5 statements of 2026-10 (0 rendered, 5 unchanged) into ")
+
+    lines.clear()
+    render_statements(settings, PERIOD, progress=lines.append, force=True)
+    assert lines[-1].startswith("wrote 5 statements of 2026-10 (5 rendered, 0 unchanged) into ")

@@ -297,7 +297,8 @@ def test_render_rewrites_identical_files_without_a_run_or_the_upstream(
         },
     )
     assert cli.exit_code == 0, cli.output
-    assert "re-rendered 1 statement of" in cli.output
+    assert "wrote 1 statement of" in cli.output
+    assert "(0 rendered, 1 unchanged;" in cli.output  # its PDF's key matched: kept as it was
     assert one_org.read_bytes() == before["org-0002.csv"]
     assert count(sqlite_url, "billing_run") == runs
 

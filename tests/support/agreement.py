@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections import defaultdict
 from decimal import Decimal
 from pathlib import Path
@@ -74,6 +75,11 @@ def assert_period_agrees(
         )
         assert number in pdf_text
         assert money(total, row["currency"], locale) in pdf_text
+        # The breakdown closes on the total too, whichever BILLING_STATEMENT_DETAIL printed it:
+        # every line ("Total of lines") or the exact subtotals per API key.
+        printed = re.sub(r"\s+", "", pdf_text)
+        amount = re.sub(r"\s+", "", money(total, row["currency"], locale))
+        assert f"Totaloflines{amount}" in printed or f"Totalofsubtotals{amount}" in printed
     return {org: values[1] for org, values in db.items()}
 
 

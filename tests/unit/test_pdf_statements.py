@@ -8,7 +8,7 @@ import shutil
 import subprocess
 import xml.etree.ElementTree as ElementTree
 from dataclasses import replace
-from datetime import UTC, date, datetime
+from datetime import date
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -17,111 +17,26 @@ import pytest
 from pypdf import PdfReader
 
 from billing.config import Settings
-from billing.domain import DailyUsage, Statement, StatementCharge, StatementLine
+from billing.domain import DailyUsage
 from billing.statements import pdf as pdf_module
 from billing.statements.chart import CHART_TITLE, daily_hours_svg, nice_step
 from billing.statements.formatting import day, money
 from billing.statements.pdf import SHIPPED_TEMPLATES, StatementRenderer, asset_fetcher
-from tests.support.factories import statement
+from tests.support.sample_statements import make_statement
 
 ASSETS = SHIPPED_TEMPLATES / "assets"
 ISSUER_ADDRESS = "548 Market Street\nSan Francisco, CA 94104\nUSA"
 SVG = "{http://www.w3.org/2000/svg}"
 
 
-def make_statement(
-    *,
-    org_name: str = "Acme Robotics",
-    currency: str = "USD",
-    line_count: int = 6,
-    draft: bool = False,
-    api_key_prefix: str = "key_live_",
-    user_prefix: str = "user-",
-    billing_address: str = "Acme Robotics Inc.\nAttn: Accounts Payable\n12 Harbor Way\nBoston, MA",
-) -> Statement:
-    """A realistic statement: three usage meters, a minimum top-up, lines and daily usage."""
-    zero_decimals = currency == "JPY"
-    scale = Decimal(100) if zero_decimals else Decimal(1)
-    usage_amounts = [Decimal("731.56"), Decimal("402.78"), Decimal("0.22")]
-    if zero_decimals:
-        usage_amounts = [Decimal("73156"), Decimal("40278"), Decimal("22")]
-    charges = (
-        StatementCharge(
-            "duration",
-            "Session time",
-            "hour",
-            Decimal("6096.333333333333"),
-            Decimal(0),
-            Decimal("6096.333333333333"),
-            f"{Decimal('0.12') * scale} per hour",
-            usage_amounts[0],
-        ),
-        StatementCharge(
-            "memory",
-            "Reserved memory",
-            "gib_hour",
-            Decimal("32322.4"),
-            Decimal(100),
-            Decimal("32222.4"),
-            f"{Decimal('0.0125') * scale} per GiB·h",
-            usage_amounts[1],
-        ),
-        StatementCharge(
-            "workspace_out",
-            "Workspace data out",
-            "gib",
-            Decimal("4.5"),
-            Decimal(2),
-            Decimal("2.5"),
-            "first 20 GiB at 0.09, then 0.05 per GiB",
-            usage_amounts[2],
-        ),
-        StatementCharge(
-            "minimum_charge",
-            "Minimum charge",
-            "period",
-            Decimal(1),
-            Decimal(0),
-            Decimal(1),
-            "minimum commitment per period",
-            Decimal("100.00") * scale,
-        ),
-    )
-    meters = [("duration", "hour"), ("memory", "gib_hour"), ("workspace_out", "gib")]
-    lines = tuple(
-        StatementLine(
-            meter=meters[index % 3][0],
-            api_key_id=f"{api_key_prefix}{index // 4:04d}",
-            user_id=None if index % 5 == 0 else f"{user_prefix}{index % 4}",
-            quantity=Decimal(index + 1) / 3,
-            unit=meters[index % 3][1],
-            amount=Decimal(index % 7) + Decimal("0.25"),
-        )
-        for index in range(line_count)
-    )
-    daily = tuple(
-        DailyUsage(date(2026, 10, d), 0 if d % 6 == 0 else (d * 7919 % 40) * 3_600_000)
-        for d in range(1, 32)
-        if d != 13
-    )
-    return statement(
-        invoice_number="MKA1-2026-10-0042",
-        org_id="org-0042",
-        org_name=org_name,
-        currency=currency,
-        charges=charges,
-        lines=lines,
-        billing_address=billing_address,
-        due_at=datetime(2026, 12, 2, tzinfo=UTC),
-        daily_usage=daily,
-        draft=draft,
-    )
-
-
 def renderer_for(
-    locale: str = "en_US", page_size: str = "A4", override: Path | None = None
+    locale: str = "en_US",
+    page_size: str = "A4",
+    override: Path | None = None,
+    detail: str = "auto",
 ) -> StatementRenderer:
     settings = Settings(
+        statement_detail=detail,  # type: ignore[arg-type]
         templates_dir=override,
         locale=locale,
         issuer_name="MKA1, Inc.",
@@ -135,6 +50,12 @@ def renderer_for(
 @pytest.fixture(scope="module")
 def renderer() -> StatementRenderer:
     return renderer_for()
+
+
+@pytest.fixture(scope="module")
+def lines_renderer() -> StatementRenderer:
+    """BILLING_STATEMENT_DETAIL=lines: every line printed however many there are."""
+    return renderer_for(detail="lines")
 
 
 def page_texts(pdf: bytes) -> list[str]:
@@ -236,9 +157,9 @@ def test_due_date_falls_back_to_payment_terms(renderer: StatementRenderer) -> No
 
 
 def test_every_page_has_ink_and_nothing_is_broken(
-    renderer: StatementRenderer, tmp_path: Path
+    lines_renderer: StatementRenderer, tmp_path: Path
 ) -> None:
-    shares = ink_per_page(renderer.pdf(make_statement(line_count=120)), tmp_path)
+    shares = ink_per_page(lines_renderer.pdf(make_statement(line_count=120)), tmp_path)
     assert len(shares) >= 3
     assert all(share > 0.01 for share in shares), shares
     assert all(share < 0.6 for share in shares), shares
@@ -326,9 +247,11 @@ def test_control_bidi_zero_width_and_very_long_text_render_safely(
     assert all(share > 0.01 for share in shares), shares
 
 
-def test_two_thousand_lines_paginate_with_repeated_headers(renderer: StatementRenderer) -> None:
+def test_two_thousand_lines_paginate_with_repeated_headers(
+    lines_renderer: StatementRenderer,
+) -> None:
     statement = make_statement(line_count=2000)
-    texts = page_texts(renderer.pdf(statement))
+    texts = page_texts(lines_renderer.pdf(statement))
     pages = len(texts)
     assert pages >= 20
     breakdown_pages = [i for i, text in enumerate(texts) if "key_live_" in text]
@@ -379,11 +302,11 @@ def test_page_size_setting(page_size: str, width: float, height: float) -> None:
         assert float(page.mediabox.height) == pytest.approx(height, abs=1)
 
 
-def test_draft_watermark_on_every_page_only_for_drafts(renderer: StatementRenderer) -> None:
-    draft_pages = page_texts(renderer.pdf(make_statement(draft=True, line_count=150)))
+def test_draft_watermark_on_every_page_only_for_drafts(lines_renderer: StatementRenderer) -> None:
+    draft_pages = page_texts(lines_renderer.pdf(make_statement(draft=True, line_count=150)))
     assert len(draft_pages) >= 3
     assert all("DRAFT" in text for text in draft_pages)
-    final_pages = page_texts(renderer.pdf(make_statement(draft=False, line_count=150)))
+    final_pages = page_texts(lines_renderer.pdf(make_statement(draft=False, line_count=150)))
     assert not any("DRAFT" in text for text in final_pages)
 
 
