@@ -355,7 +355,13 @@ def shared_renderer(settings: Settings) -> StatementRenderer:
     call compiles the stylesheet again and starts with cold caches. Changes to an override
     folder's stylesheet are picked up by a new process.
     """
-    return _renderer_for(
+    return _renderer_for(*printing_settings(settings))
+
+
+def printing_settings(settings: Settings) -> tuple[Any, ...]:
+    """Every setting a statement's renderer is built from (and so a PDF depends on), in the
+    order `_renderer_for` takes them: the override folder first."""
+    return (
         settings.templates_dir,
         settings.locale,
         settings.issuer_name,

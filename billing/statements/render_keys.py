@@ -36,7 +36,12 @@ from pathlib import Path
 from billing.config import PROJECT_ROOT, Settings
 from billing.domain import Statement
 from billing.statements.files import write_atomically
-from billing.statements.pdf import StatementRenderer, asset_roots, shared_renderer
+from billing.statements.pdf import (
+    StatementRenderer,
+    asset_roots,
+    printing_settings,
+    shared_renderer,
+)
 
 KEY_FORMAT = 1
 SIDECAR_SUFFIX = ".pdf.key"
@@ -61,16 +66,7 @@ def sidecar(folder: Path, stem: str) -> Path:
 
 def fingerprint(settings: Settings) -> str:
     """What every PDF of this process's renderer for these settings shares (see the module)."""
-    return _fingerprint(
-        settings.templates_dir,
-        settings.locale,
-        settings.issuer_name,
-        settings.issuer_address,
-        settings.payment_terms_days,
-        settings.page_size,
-        settings.statement_detail,
-        settings.statement_detail_max_lines,
-    )
+    return _fingerprint(*printing_settings(settings))
 
 
 @lru_cache(maxsize=4)

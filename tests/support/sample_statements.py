@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, date, datetime
 from decimal import Decimal
 
+from billing.credit_notes import CreditNoteDocument, CreditNoteDocumentLine
 from billing.domain import DailyUsage, Statement, StatementCharge, StatementLine
 from tests.support.factories import statement
 
@@ -105,3 +107,35 @@ def make_statement(
 def sample_statement(line_count: int, *, draft: bool = False) -> Statement:
     """A realistic USD statement with `line_count` lines (make_statement's defaults)."""
     return make_statement(line_count=line_count, draft=draft)
+
+
+def sample_credit_note(**changes: object) -> CreditNoteDocument:
+    """A refund note of 3.00 USD on INV-2026-000001 over two lines (one without key or user)."""
+    note = CreditNoteDocument(
+        credit_note_id=1,
+        number="CN-2026-000003",
+        org_id="org-0042",
+        org_name="Acme Robotics",
+        emails=("ap@acme.example",),
+        billing_address="Acme Robotics Inc.\n12 Harbor Way\nBoston, MA",
+        period="2026-10",
+        currency="USD",
+        total=Decimal("3.00"),
+        reason="outage",
+        settlement="refund",
+        created_by="finance@host",
+        created_at=datetime(2026, 11, 5, tzinfo=UTC),
+        invoice_number="INV-2026-000001",
+        invoice_issued_at=datetime(2026, 11, 2, tzinfo=UTC),
+        invoice_total=Decimal("20.00"),
+        rate_card="standard@2026-07-01",
+        lines=(
+            CreditNoteDocumentLine(
+                "duration", "Session time", "hour", "usage", "k", "u", Decimal("2.25")
+            ),
+            CreditNoteDocumentLine(
+                "memory", "Reserved memory", "gib_hour", "usage", None, None, Decimal("0.75")
+            ),
+        ),
+    )
+    return replace(note, **changes)  # type: ignore[arg-type]

@@ -5,15 +5,12 @@ from __future__ import annotations
 
 import csv
 import io
-from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
 
 from billing.credit_notes import (
     CreditableLine,
-    CreditNoteDocument,
-    CreditNoteDocumentLine,
     CreditPlan,
     check_within_invoice,
     credit_note_number,
@@ -24,6 +21,7 @@ from billing.credit_notes import (
 from billing.errors import BillingError
 from billing.statements.credit_notes import CREDIT_NOTE_COLUMNS, credit_note_csv
 from billing.statements.csv_files import STATEMENT_COLUMNS
+from tests.support.sample_statements import sample_credit_note
 
 
 def line(
@@ -160,33 +158,7 @@ def test_credit_notes_never_exceed_the_invoice_total() -> None:
 
 
 def test_the_csv_credits_the_original_invoice_with_negative_costs() -> None:
-    note = CreditNoteDocument(
-        credit_note_id=1,
-        number="CN-2026-000003",
-        org_id="=org",
-        org_name="Acme",
-        emails=("ap@acme.example",),
-        billing_address="",
-        period="2026-10",
-        currency="USD",
-        total=Decimal("3.00"),
-        reason="outage",
-        settlement="refund",
-        created_by="finance@host",
-        created_at=datetime(2026, 11, 5, tzinfo=UTC),
-        invoice_number="INV-2026-000001",
-        invoice_issued_at=datetime(2026, 11, 2, tzinfo=UTC),
-        invoice_total=Decimal("20.00"),
-        rate_card="standard@2026-07-01",
-        lines=(
-            CreditNoteDocumentLine(
-                "duration", "Session time", "hour", "usage", "k", "u", Decimal("2.25")
-            ),
-            CreditNoteDocumentLine(
-                "memory", "Reserved memory", "gib_hour", "usage", None, None, Decimal("0.75")
-            ),
-        ),
-    )
+    note = sample_credit_note(org_id="=org", org_name="Acme", billing_address="")
     header, *body = list(csv.reader(io.StringIO(credit_note_csv(note).decode())))
     assert (
         tuple(header) == CREDIT_NOTE_COLUMNS == (*STATEMENT_COLUMNS, "x_CreditNote", "x_Settlement")

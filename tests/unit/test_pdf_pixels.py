@@ -4,18 +4,15 @@ from __future__ import annotations
 
 import io
 import subprocess
-from datetime import UTC, datetime
-from decimal import Decimal
 from pathlib import Path
 
 import pytest
 from pypdf import PdfReader
 
-from billing.credit_notes import CreditNoteDocument, CreditNoteDocumentLine
 from billing.statements.breakdown import BreakdownRule
 from billing.statements.pdf import SHIPPED_TEMPLATES, StatementRenderer
 from billing.statements.printed_html import without_block_whitespace
-from tests.support.sample_statements import SIZES, sample_statement
+from tests.support.sample_statements import SIZES, sample_credit_note, sample_statement
 
 ISSUER = ("en_US", "MKA1, Inc.", "548 Market Street\nSan Francisco, CA 94104\nUSA")
 STRIPED_ROW = '<tr{% if loop.index is even %} class="even"{% endif %}>'
@@ -89,33 +86,7 @@ def test_optimised_switch_off_matches_too(tmp_path: Path) -> None:
 
 
 def test_optimised_credit_note_has_the_plain_paths_pixels(tmp_path: Path) -> None:
-    note = CreditNoteDocument(
-        credit_note_id=1,
-        number="CN-2026-000003",
-        org_id="org-0042",
-        org_name="Acme Robotics",
-        emails=("ap@acme.example",),
-        billing_address="Acme Robotics Inc.\n12 Harbor Way\nBoston, MA",
-        period="2026-10",
-        currency="USD",
-        total=Decimal("3.00"),
-        reason="outage",
-        settlement="refund",
-        created_by="finance@host",
-        created_at=datetime(2026, 11, 5, tzinfo=UTC),
-        invoice_number="INV-2026-000001",
-        invoice_issued_at=datetime(2026, 11, 2, tzinfo=UTC),
-        invoice_total=Decimal("20.00"),
-        rate_card="standard@2026-07-01",
-        lines=(
-            CreditNoteDocumentLine(
-                "duration", "Session time", "hour", "usage", "k", "u", Decimal("2.25")
-            ),
-            CreditNoteDocumentLine(
-                "memory", "Reserved memory", "gib_hour", "usage", None, None, Decimal("0.75")
-            ),
-        ),
-    )
+    note = sample_credit_note()
     on = StatementRenderer(None, *ISSUER).credit_note_pdf(note)
     off = StatementRenderer(None, *ISSUER, optimised=False).credit_note_pdf(note)
     assert pages(on, tmp_path, "on") == pages(off, tmp_path, "off")
