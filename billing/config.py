@@ -102,6 +102,16 @@ class Settings(BaseSettings):
         validation_alias=_env("BILLING_ISSUER_ADDRESS"),
     )
     payment_terms_days: int = Field(30, ge=0, validation_alias=_env("BILLING_PAYMENT_TERMS_DAYS"))
+    # The issuer's own tax id (printed on every invoice) and ISO 3166-1 country, whose default
+    # rule in BILLING_TAX_RATES applies to orgs that name none (billing/catalog/taxes.py).
+    issuer_tax_id: str = Field("", validation_alias=_env("BILLING_ISSUER_TAX_ID"))
+    issuer_country: str = Field("US", validation_alias=_env("BILLING_ISSUER_COUNTRY"))
+    # Tax rates (YAML); unset: invoices carry no tax lines at all.
+    tax_rates: Path | None = Field(None, validation_alias=_env("BILLING_TAX_RATES"))
+    # How to pay, printed on invoices and in their emails: bank transfer details (lines
+    # separated by "; " or newlines) and/or a payment link ({invoice_number} is filled in).
+    payment_bank_details: str = Field("", validation_alias=_env("BILLING_PAYMENT_BANK_DETAILS"))
+    payment_link: str = Field("", validation_alias=_env("BILLING_PAYMENT_LINK"))
     page_size: Literal["A4", "Letter"] = Field("A4", validation_alias=_env("BILLING_PAGE_SIZE"))
     statement_detail: StatementDetail = Field(
         "auto", validation_alias=_env("BILLING_STATEMENT_DETAIL")
@@ -146,7 +156,7 @@ class Settings(BaseSettings):
             return tuple(part.strip() for part in value.split(",") if part.strip())
         return value
 
-    @field_validator("cost_centres", "webhooks", mode="before")
+    @field_validator("cost_centres", "webhooks", "tax_rates", mode="before")
     @classmethod
     def _blank_path_is_unset(cls, value: object) -> object:
         return None if value == "" else value

@@ -288,6 +288,22 @@ class CreditNoteDocument:
     invoice_total: Decimal
     rate_card: str  # id@version of the credited invoice
     lines: tuple[CreditNoteDocumentLine, ...]
+    customer_tax_id: str = ""
+    purchase_order: str = ""
+
+    @property
+    def tax_lines(self) -> tuple[CreditNoteDocumentLine, ...]:
+        """The tax credited, one line per rate (charge_class "tax", meter the rate's id,
+        description as printed, e.g. "VAT 19%")."""
+        return tuple(line for line in self.lines if line.charge_class == "tax")
+
+    @property
+    def tax_total(self) -> Decimal:
+        return sum((line.amount for line in self.tax_lines), Decimal(0))
+
+    @property
+    def net_total(self) -> Decimal:
+        return self.total - self.tax_total
 
     @property
     def billing_period(self) -> BillingPeriod:

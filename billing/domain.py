@@ -268,6 +268,17 @@ class StatementCharge:
     amount: Decimal
     charge_class: str = "usage"
     corrects_invoice_id: int | None = None
+    # The charge before the org's discount (rounded half-up once), when a discount applied;
+    # the statement prints it and the discount as its own line. None: no discount.
+    list_amount: Decimal | None = None
+    # Tax charges only (charge_class "tax"): the rate and how it applies; `quantity` and
+    # `billable` hold the net amount taxed, `pricing` the printed wording.
+    tax_percent: Decimal | None = None
+    tax_treatment: str | None = None
+
+    @property
+    def is_tax(self) -> bool:
+        return self.charge_class == "tax"
 
     @property
     def is_correction(self) -> bool:
@@ -330,6 +341,31 @@ class Statement:
     draft: bool = False
     status: str = InvoiceStatus.FINALIZED
     replaces: str = ""  # the number of the void invoice this one replaces, if any
+    purchase_order: str = ""  # the org's PO number from the directory, printed on its invoices
+    customer_tax_id: str = ""  # the org's tax (VAT) id, as the directory gave it when drafted
+    customer_country: str = ""  # ISO 3166-1 alpha-2, or ""
+
+    @property
+    def taxes(self) -> tuple[StatementCharge, ...]:
+        """The tax charges, one per rate: net taxed (`billable`), rate, treatment, amount."""
+        return tuple(charge for charge in self.charges if charge.is_tax)
+
+    @property
+    def tax_total(self) -> Decimal:
+        return sum((charge.amount for charge in self.taxes), Decimal(0))
+
+    @property
+    def net_total(self) -> Decimal:
+        """Every charge before tax and before the credit balance: what tax is computed on."""
+        return sum(
+            (c.amount for c in self.charges if c.charge_class not in ("tax", "credit")),
+            Decimal(0),
+        )
+
+    @property
+    def gross_total(self) -> Decimal:
+        """Net plus tax; the amount due is this less any credit balance applied."""
+        return self.net_total + self.tax_total
 
 
 @dataclass(frozen=True, slots=True)

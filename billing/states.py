@@ -86,13 +86,24 @@ class DeliveryKind(StrEnum):
 
 class ChargeClass(StrEnum):
     """What a charge (and its chargeback lines) is: priced usage, a correction of an earlier
-    invoice, a reviewer's adjustment of a draft, or the org's credit balance applied to (or a
-    negative total carried into) it."""
+    invoice, a reviewer's adjustment of a draft, the tax on the net of those (one charge per
+    rate), or the org's credit balance applied to (or a negative total carried into) it."""
 
     USAGE = "usage"
     CORRECTION = "correction"
     ADJUSTMENT = "adjustment"
     CREDIT = "credit"
+    TAX = "tax"
+
+
+class TaxTreatment(StrEnum):
+    """How an invoice is taxed: at a rate (possibly 0%, zero-rated), reverse charge (the
+    customer accounts for the tax) or exempt (with a reason)."""
+
+    STANDARD = "standard"
+    ZERO_RATED = "zero_rated"
+    REVERSE_CHARGE = "reverse_charge"
+    EXEMPT = "exempt"
 
 
 class CreditEntryKind(StrEnum):
