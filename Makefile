@@ -13,7 +13,7 @@ export UV_PROJECT_ENVIRONMENT := $(VENV)
 TEST_WORKERS ?= 2
 PYTEST_PARALLEL := -n $(TEST_WORKERS) --dist loadfile
 
-.PHONY: demo test test-unit install system-deps test-system-deps services lint format check bench bench-rating bench-memory bench-close bench-console bench-workers bench-scale bench-render bench-rerender clean
+.PHONY: demo test test-unit install system-deps test-system-deps services lint format check bench bench-rating bench-memory bench-close bench-console bench-workers bench-scale bench-render bench-rerender bench-render-growth clean
 
 demo: install  ## install, then close last month against the built-in emulator (SQLite, files)
 	$(VENV)/bin/billing demo
@@ -47,7 +47,7 @@ check:  ## ruff, formatting, mypy and the import-layer contracts
 	$(VENV)/bin/mypy billing workers
 	$(VENV)/bin/lint-imports
 
-bench: bench-rating bench-memory bench-workers bench-close bench-render bench-rerender  ## the benchmarks (not bench-scale); figures in bench/results/ and docs/PERFORMANCE.md
+bench: bench-rating bench-memory bench-workers bench-close bench-render bench-rerender bench-render-growth  ## the benchmarks (not bench-scale); figures in bench/results/ and docs/PERFORMANCE.md
 
 bench-rating: install  ## rating of 1,000,000 usage rows on one core
 	$(VENV)/bin/python -m bench.rating
@@ -72,6 +72,10 @@ bench-render: install test-system-deps  ## a small, the median and a 200-line st
 
 bench-rerender: install services  ## `billing statements render` of BENCH_RERENDER_ORGS orgs (100) printing every PDF, then with nothing changed (keys match), and a re-close with nothing new
 	$(VENV)/bin/python -m bench.rerender $(if $(BENCH_RERENDER_ORGS),--orgs $(BENCH_RERENDER_ORGS))
+	$(VENV)/bin/python -m bench.report
+
+bench-render-growth: install test-system-deps  ## a small, the median and a 200-line statement printed now and as the page was before issue 19 (git archive of bench/render_growth.py's BASELINE_REVISION), BENCH_RENDER_REPEAT (15) times each
+	$(VENV)/bin/python -m bench.render_growth $(if $(BENCH_RENDER_REPEAT),--repeat $(BENCH_RENDER_REPEAT))
 	$(VENV)/bin/python -m bench.report
 
 bench-scale: install services  ## time and peak RSS of the close at BENCH_SIZES orgs (100,1000,5000), each in its own process

@@ -471,6 +471,32 @@ def rerender_section(folder: Path) -> list[str]:
     ]
 
 
+def render_growth_section(folder: Path) -> list[str]:
+    """bench/render_growth.py: a statement's render time now against the page before issue 19."""
+    figures = load(folder, "render_growth.json")
+    if figures is None:
+        return []
+    loads = ", ".join(f"{when} {value}" for when, value in figures["load_average"].items())
+    lines = [
+        "## The statement page against its version before taxes and the calmer layout",
+        "",
+        "`make bench-render-growth`: the same sample statements (default "
+        "`BILLING_STATEMENT_DETAIL`) printed by this tree and by the tree at "
+        f"`{figures['baseline']}` (unpacked by `git archive`), one printer process each, "
+        f"taking turns PDF by PDF, {figures['repeat']} times each; medians. Measured "
+        f"{figures['measured_at']}; one-minute load average: {loads}.",
+        "",
+        "| statement | before | now | ratio | limit |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for row in figures["sizes"]:
+        lines.append(
+            f"| {row['size']} ({row['lines']} lines) | {row['before_ms']:.0f} ms "
+            f"| {row['now_ms']:.0f} ms | **{row['ratio']:.2f}×** | ≤ {row['limit']:.2f}× |"
+        )
+    return [*lines, ""]
+
+
 def workers_section(folder: Path, close: dict[str, Any] | None) -> list[str]:
     """The close on Celery workers, 1 worker process against 2 (`make bench-workers`)."""
     found = [json.loads(path.read_text(encoding="utf-8")) for path in folder.glob("workers-*.json")]
@@ -567,6 +593,8 @@ def document(folder: Path, close: dict[str, Any] | None, scaling: dict[str, Any]
         "Chromium",
         "make bench-rerender            # statements render in full, then with nothing "
         "changed; a re-close with nothing new",
+        "make bench-render-growth       # a statement's render time against the page "
+        "before issue 19",
         "```",
         "",
         "The close runs against `billing emulator` (its own process, loopback) and a throwaway "
@@ -596,6 +624,7 @@ def document(folder: Path, close: dict[str, Any] | None, scaling: dict[str, Any]
         scaling_section(scaling)
         + render_peer_section(folder)
         + rerender_section(folder)
+        + render_growth_section(folder)
         + workers_section(folder, close)
         + targets_section(close, scaling)
         + console_section(folder)
