@@ -17,6 +17,7 @@ from decimal import Decimal
 from billing.domain import RatedInvoice
 from billing.money import (
     allocate_largest_remainder,
+    decimal_to_minor,
     format_minor,
     format_quantity,
     round_to_minor_units,
@@ -81,6 +82,8 @@ class AdjustmentCharge:
     pricing: str
     amount_minor: int
     lines: tuple[UsageLine, ...]
+    # The amount as entered (before the discount) when a discount applied; None otherwise.
+    list_amount_minor: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,6 +206,9 @@ def adjust(
                 pricing=adjustment_pricing(adjustment.amount, currency, discount_percent),
                 amount_minor=amount_minor,
                 lines=split(amount_minor, over),
+                list_amount_minor=(
+                    decimal_to_minor(adjustment.amount, currency) if discount_percent else None
+                ),
             )
         )
     return Adjusted(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -162,6 +163,60 @@ class OrgAccount:
     minimum_commitment: Decimal | None = None
     billing_address: str = ""
     overrides: Mapping[str, Mapping[str, object]] = field(default_factory=dict)
+    country: str = ""  # ISO 3166-1 alpha-2, or ""
+    tax_id: str = ""  # the org's VAT (tax) number as the directory gives it
+    tax: OrgTax | None = None  # None: the issuer country's default rule
+    purchase_order: str = ""  # printed literally on its invoices
+
+
+@dataclass(frozen=True, slots=True)
+class OrgTax:
+    """An org's own tax rule in the directory: a rate of the tax file by id (`kind` "rate",
+    `value` the id), "reverse_charge" (value ""), or "exempt" (value the reason)."""
+
+    kind: str
+    value: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class TaxRule:
+    """The tax an invoice is drafted under, resolved once for its period and stored with it
+    (invoice.tax_rule, JSON), so retaxing never reads the tax file again.
+
+    `rate_id` is the tax charge's meter: the rate's id, or "reverse-charge" / "exempt";
+    `note` is the printed wording of a reverse charge, or an exemption's reason."""
+
+    rate_id: str
+    name: str
+    jurisdiction: str
+    percent: Decimal
+    treatment: str  # states.TaxTreatment
+    note: str = ""
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "rate_id": self.rate_id,
+                "name": self.name,
+                "jurisdiction": self.jurisdiction,
+                "percent": str(self.percent),
+                "treatment": self.treatment,
+                "note": self.note,
+            },
+            sort_keys=True,
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> TaxRule:
+        data = json.loads(text)
+        return cls(
+            rate_id=str(data["rate_id"]),
+            name=str(data["name"]),
+            jurisdiction=str(data["jurisdiction"]),
+            percent=Decimal(str(data["percent"])),
+            treatment=str(data["treatment"]),
+            note=str(data.get("note", "")),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,6 +249,8 @@ class MeterCharge:
     pricing: str
     amount_minor: int
     lines: tuple[AllocatedLine, ...]
+    # The charge before the org's discount, rounded half-up once; None: no discount applied.
+    list_amount_minor: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,6 +263,8 @@ class RatedInvoice:
     charges: tuple[MeterCharge, ...]
     # Session time per UTC day: (the day's start, Unix seconds; milliseconds), for the chart.
     daily_duration_ms: tuple[tuple[int, int], ...] = ()
+    # The tax rule of its period (None: untaxed), set by the close from BILLING_TAX_RATES.
+    tax_rule: TaxRule | None = None
 
     @property
     def total_minor(self) -> int:

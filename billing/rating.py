@@ -227,6 +227,13 @@ def rate_meter(
     billable = max(Fraction(0), quantity - Fraction(price.included))
     exact = exact_meter_charge(price, billable, discount_percent)
     amount_minor = round_to_minor_units(exact, currency)
+    # What the statement prints before its discount line: the undiscounted charge, rounded
+    # half-up once on its own (the discount line is the difference, so the rows still add up).
+    list_amount_minor = (
+        round_to_minor_units(exact_meter_charge(price, billable), currency)
+        if discount_percent
+        else None
+    )
     if keys:
         shares = allocate_largest_remainder(amount_minor, [numerators[key] for key in keys])
         lines = tuple(
@@ -250,6 +257,7 @@ def rate_meter(
         pricing=describe_pricing(price, discount_percent),
         amount_minor=amount_minor,
         lines=lines,
+        list_amount_minor=list_amount_minor,
     )
 
 

@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the service needs when they are missing.
-#   runtime: WeasyPrint's shared libraries (Pango, HarfBuzz subsetting) and a font
+#   runtime: WeasyPrint's shared libraries (Pango, HarfBuzz subsetting) and the statement fonts:
+#            Inter (Latin, Greek, Cyrillic; tabular figures), DejaVu Sans (Arabic, Hebrew and
+#            the rest of its wide coverage) and WenQuanYi Micro Hei (Chinese, Japanese, Korean),
+#            the stack templates/assets/statement.css names, so no org name prints as empty boxes
 #   test:    poppler-utils too, to rasterise and read PDFs in tests, and Debian's chromium for the
 #            console's browser tests (Playwright drives /usr/bin/chromium; no browser download)
 set -euo pipefail
-want=(libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 fonts-dejavu-core)
+want=(libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 fonts-dejavu-core fonts-inter fonts-wqy-microhei)
 [[ "${1:-runtime}" == "test" ]] && want+=(poppler-utils chromium)
 
 missing=()

@@ -23,7 +23,7 @@ from billing.catalog.schema import (
     price_to_spec_input,
 )
 from billing.catalog.yamlsource import YamlSource, read_yaml, stream_yaml_list
-from billing.domain import OrgAccount, RateCard
+from billing.domain import OrgAccount, OrgTax, RateCard
 from billing.errors import ConfigError, RateCardError
 from billing.periods import BillingPeriod
 
@@ -173,7 +173,21 @@ def _account(org: OrgSpec) -> OrgAccount:
             name: override.model_dump(exclude_unset=True)
             for name, override in org.overrides.items()
         },
+        country=org.country or "",
+        tax_id=(org.tax_id or "").strip(),
+        tax=_org_tax(org.tax),
+        purchase_order=(org.purchase_order or "").strip(),
     )
+
+
+def _org_tax(tax: str | dict[str, str] | None) -> OrgTax | None:
+    """The directory's `tax:` (already validated) as an OrgTax."""
+    if tax is None:
+        return None
+    if isinstance(tax, str):
+        return OrgTax("reverse_charge")
+    kind, value = next(iter(tax.items()))
+    return OrgTax(kind, value.strip())
 
 
 class _EntryCollector:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import date
 from decimal import Decimal
 from itertools import pairwise
@@ -128,6 +129,66 @@ def _check_tiers(tiers: list[TierSpec]) -> None:
         )
 
 
+# VAT numbers of the EU (and Northern Ireland, XI) by their country prefix: the format only
+# (letters, digits and length), after spaces, dots and hyphens are taken out.
+EU_VAT_PATTERNS: dict[str, str] = {
+    "AT": r"ATU\d{8}",
+    "BE": r"BE[01]\d{9}",
+    "BG": r"BG\d{9,10}",
+    "CY": r"CY\d{8}[A-Z]",
+    "CZ": r"CZ\d{8,10}",
+    "DE": r"DE\d{9}",
+    "DK": r"DK\d{8}",
+    "EE": r"EE\d{9}",
+    "EL": r"EL\d{9}",
+    "ES": r"ES[A-Z0-9]\d{7}[A-Z0-9]",
+    "FI": r"FI\d{8}",
+    "FR": r"FR[A-HJ-NP-Z0-9]{2}\d{9}",
+    "HR": r"HR\d{11}",
+    "HU": r"HU\d{8}",
+    "IE": r"IE(\d{7}[A-W][A-I]?|\d[A-Z+*]\d{5}[A-W])",
+    "IT": r"IT\d{11}",
+    "LT": r"LT(\d{9}|\d{12})",
+    "LU": r"LU\d{8}",
+    "LV": r"LV\d{11}",
+    "MT": r"MT\d{8}",
+    "NL": r"NL\d{9}B\d{2}",
+    "PL": r"PL\d{10}",
+    "PT": r"PT\d{9}",
+    "RO": r"RO\d{2,10}",
+    "SE": r"SE\d{10}01",
+    "SI": r"SI\d{8}",
+    "SK": r"SK\d{10}",
+    "XI": r"XI(\d{9}|\d{12}|GD\d{3}|HA\d{3})",
+}
+# The VAT prefix of a country where it is not the country code (Greece).
+VAT_PREFIX = {"GR": "EL"}
+
+
+def tax_id_problem(tax_id: str, country: str | None) -> str | None:
+    """What is wrong with a tax id (None: nothing): an EU VAT number (by its prefix, or the
+    org's EU country) must have that country's format; any other is non-empty printable text."""
+    if not tax_id.strip():
+        return "must not be empty (leave tax_id out instead)"
+    if any(not ch.isprintable() for ch in tax_id):
+        return "must not contain control characters (line breaks, tabs, ...)"
+    if len(tax_id) > 64:
+        return f"has {len(tax_id)} characters; at most 64"
+    compact = re.sub(r"[\s.\-]", "", tax_id).upper()
+    expected = VAT_PREFIX.get(country or "", country or "")
+    prefix = compact[:2]
+    if expected in EU_VAT_PATTERNS and prefix != expected:
+        return f"a VAT number of {country} starts with {expected}"
+    pattern = EU_VAT_PATTERNS.get(prefix)
+    if pattern is None:
+        return None
+    if not re.fullmatch(pattern, compact):
+        example = {"DE": "DE123456789", "FR": "FRXX123456789", "NL": "NL123456789B01"}
+        hint = f" (e.g. {example[prefix]})" if prefix in example else ""
+        return f"not the format of a {prefix} VAT number{hint}"
+    return None
+
+
 def price_to_spec_input(price: MeterPrice) -> dict[str, Any]:
     """A MeterPrice back as MeterSpec input, so overrides can be merged and re-validated."""
     values: dict[str, Any] = {
@@ -207,6 +268,64 @@ class OrgSpec(_Strict):
     overrides: dict[str, MeterOverrideSpec] = Field(default_factory=dict)
     discount_percent: Annotated[ExactNumber, Field(ge=0, le=100)] | None = None
     minimum_commitment: Price | None = None
+    country: str | None = None
+    tax_id: str | None = None
+    # `{rate: ID}`, `reverse_charge` (needs tax_id) or `{exempt: REASON}`; absent: the default.
+    tax: str | dict[str, str] | None = None
+    purchase_order: str | None = None
+
+    @field_validator("country")
+    @classmethod
+    def _country(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[A-Z]{2}", value):
+            raise ValueError("must be an ISO 3166-1 alpha-2 country code in capitals (DE, FR, US)")
+        return value
+
+    @field_validator("purchase_order")
+    @classmethod
+    def _purchase_order(cls, value: str | None) -> str | None:
+        if value is not None:
+            if not value.strip():
+                raise ValueError("must not be empty (leave purchase_order out instead)")
+            if len(value) > 200:
+                raise ValueError(f"has {len(value)} characters; at most 200")
+        return value
+
+    @field_validator("tax")
+    @classmethod
+    def _tax_rule(cls, value: str | dict[str, str] | None) -> str | dict[str, str] | None:
+        if value is None:
+            return None
+        shapes = "write {rate: ID}, reverse_charge or {exempt: REASON}"
+        if isinstance(value, str):
+            if value != "reverse_charge":
+                raise ValueError(f"unknown tax rule {value!r}: {shapes}")
+            return value
+        if len(value) != 1 or next(iter(value)) not in ("rate", "exempt"):
+            raise ValueError(f"{shapes}, not {value!r}")
+        kind, text = next(iter(value.items()))
+        if not text.strip():
+            raise ValueError(
+                "an exemption needs its reason (printed on the invoice)"
+                if kind == "exempt"
+                else "a rate needs the id of a rate in BILLING_TAX_RATES"
+            )
+        if kind == "exempt" and len(text) > 400:
+            raise ValueError(f"the exemption's reason has {len(text)} characters; at most 400")
+        return value
+
+    @model_validator(mode="after")
+    def _tax_id_fits(self) -> OrgSpec:
+        if self.tax_id is not None:
+            problem = tax_id_problem(self.tax_id, self.country)
+            if problem is not None:
+                raise ValueError(f"tax_id {self.tax_id!r}: {problem}")
+        if self.tax == "reverse_charge" and not (self.tax_id or "").strip():
+            raise ValueError(
+                "tax: reverse_charge needs the customer's tax_id (a reverse-charge invoice "
+                "must carry the customer's VAT number)"
+            )
+        return self
 
     @field_validator("email")
     @classmethod

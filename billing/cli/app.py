@@ -4,6 +4,7 @@ run the demo; the ledger commands (invoices, runs, email, void) come from billin
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -41,6 +42,7 @@ from billing.cli.ledger import email_app, invoices_app, runs_app, void_command
 from billing.cli.review import hold_command  # noqa: F401  (adds `billing invoices hold|release`)
 from billing.cli.serve import serve_command
 from billing.cli.webhooks import deliver_after_command, webhooks_app
+from billing.config import PROJECT_ROOT
 from billing.errors import BillingError, ConfigError
 from billing.money import at_minor_units
 from billing.periods import BillingPeriod
@@ -462,7 +464,10 @@ def demo(
     chosen = BillingPeriod.parse(period) if period else BillingPeriod.previous_to(datetime.now(UTC))
     with running_emulator(orgs=orgs, seed=seed, page_size=200) as base_url:
         settings = load_settings(
-            mka1_base_url=base_url, mka1_api_key=SecretStr("demo-key"), broker_url=None
+            mka1_base_url=base_url,
+            mka1_api_key=SecretStr("demo-key"),
+            broker_url=None,
+            **demo_invoice_settings(),
         )
         (out if output is OutputFormat.TABLE else err).print(  # json/csv: stdout stays data
             f"usage emulator for {orgs} orgs at {base_url}; "
@@ -475,6 +480,27 @@ def demo(
 
 
 DEMO_USER = "finance"
+# What the demo's invoices show when the environment does not say otherwise: the example tax
+# rates (Acme Robotics is a German business billed under reverse charge, Umbrella Research a
+# French one billed TVA) and made-up payment details.
+DEMO_INVOICE_SETTINGS = {
+    "BILLING_TAX_RATES": PROJECT_ROOT / "examples" / "tax_rates.yaml",
+    "BILLING_ISSUER_TAX_ID": "US 94-1234567",
+    "BILLING_PAYMENT_BANK_DETAILS": (
+        "Bank: Example National Bank; Account name: MKA1, Inc.; Account: 000123456789; "
+        "ABA routing: 121000248; SWIFT: EXNBUS33"
+    ),
+    "BILLING_PAYMENT_LINK": "https://pay.mka1.example/invoices/{invoice_number}",
+}
+
+
+def demo_invoice_settings() -> dict[str, object]:
+    """The demo's tax and payment settings, each only where the environment gives none."""
+    return {
+        name.removeprefix("BILLING_").lower(): value
+        for name, value in DEMO_INVOICE_SETTINGS.items()
+        if not os.environ.get(name)
+    }
 
 
 def demo_console_user(settings: Settings) -> str:
@@ -524,15 +550,22 @@ def ratecards_check(
         describe_months,
         months_every_org_can_be_billed,
     )
+    from billing.catalog.taxes import check_taxes
 
     settings = load_settings()
     cards_folder = path or settings.rate_cards
     orgs_file = orgs or settings.orgs
     problems = check_catalog(cards_folder, orgs_file)
+    tax_problems, tax_warning = check_taxes(settings, orgs_file)
+    problems += tax_problems
+    if tax_warning:
+        err.print(tax_warning, highlight=False, soft_wrap=True, markup=False)
     for problem in problems:
         err.print(problem, highlight=False, soft_wrap=True, markup=False)
     if problems:
-        raise ConfigError(f"{len(problems)} problem(s) in the rate cards or the org directory")
+        raise ConfigError(
+            f"{len(problems)} problem(s) in the rate cards, the org directory or the tax rates"
+        )
     catalog = load_rate_cards(cards_folder)
     out.print(f"ok: {len(catalog.cards)} rate-card versions of {len(catalog.ids())} cards")
     uses = card_uses(catalog, load_org_directory(orgs_file))

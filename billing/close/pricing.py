@@ -4,6 +4,7 @@ they need."""
 from __future__ import annotations
 
 import dataclasses
+import logging
 from dataclasses import dataclass
 
 from billing.catalog import (
@@ -14,10 +15,20 @@ from billing.catalog import (
     load_rate_cards,
 )
 from billing.catalog.loader import card_for_account
+from billing.catalog.taxes import (
+    TaxRates,
+    check_period_taxes,
+    load_tax_rates,
+    orgs_naming_tax,
+    unset_warning,
+)
 from billing.config import Settings
-from billing.domain import OrgAccount, RateCard, RatedInvoice
+from billing.domain import OrgAccount, RateCard, RatedInvoice, TaxRule
 from billing.periods import BillingPeriod
 from billing.usage.client import UsageQuery
+
+_log = logging.getLogger(__name__)
+_warned: set[str] = set()
 
 
 @dataclass(frozen=True)
@@ -27,9 +38,22 @@ class Pricing:
     catalog: RateCatalog
     directory: OrgDirectory
     period: BillingPeriod
+    taxes: TaxRates | None = None  # BILLING_TAX_RATES; None: no tax anywhere
+    issuer_country: str = "US"
 
     def account_for(self, org_id: str) -> OrgAccount:
         return self.directory.account_for(org_id)
+
+    def tax_rule(self, account: OrgAccount) -> TaxRule | None:
+        """The org's tax rule for the period (None: untaxed), checked at load already."""
+        if self.taxes is None:
+            return None
+        return self.taxes.rule_for(account, self.period, self.issuer_country)
+
+    def with_tax(self, invoice: RatedInvoice) -> RatedInvoice:
+        """The rated invoice with its org's tax rule for the period."""
+        rule = self.tax_rule(invoice.org)
+        return invoice if rule is None else dataclasses.replace(invoice, tax_rule=rule)
 
     def card_for(self, account: OrgAccount) -> RateCard:
         return card_for_account(self.catalog, self.directory, account, self.period)
@@ -38,7 +62,13 @@ class Pricing:
         """An invoice with no usage charges, to carry corrections for an org idle this period."""
         account = self.account_for(org_id)
         card = self.card_for(account)
-        return RatedInvoice(org=account, currency=card.currency, rate_card=card, charges=())
+        return RatedInvoice(
+            org=account,
+            currency=card.currency,
+            rate_card=card,
+            charges=(),
+            tax_rule=self.tax_rule(account),
+        )
 
     def usage_query(
         self,
@@ -58,4 +88,14 @@ def load_pricing(settings: Settings, period: BillingPeriod) -> Pricing:
     catalog = load_rate_cards(settings.rate_cards)
     directory = load_org_directory(settings.orgs)
     check_directory_against_catalog(directory, catalog, period)
-    return Pricing(catalog, directory, period)
+    taxes = None
+    if settings.tax_rates is not None:
+        taxes = load_tax_rates(settings.tax_rates)
+        check_period_taxes(taxes, directory.orgs.values(), settings.issuer_country, period)
+    else:
+        naming = orgs_naming_tax(directory.orgs.values())
+        warning = unset_warning(naming) if naming else ""
+        if warning and warning not in _warned:  # once per process, not per batch
+            _warned.add(warning)
+            _log.warning(warning)
+    return Pricing(catalog, directory, period, taxes, settings.issuer_country)

@@ -62,8 +62,9 @@ def due_date(settings: Settings, issued_at: datetime) -> datetime:
 def rate(
     pricing: Pricing, orgs: Iterable[tuple[str, Sequence[UsageRecord]]], report: RatingReport
 ) -> Iterator[RatedInvoice]:
-    """Price each org's usage with its account's rate card, org by org as it streams in."""
-    return rate_orgs(orgs, pricing.account_for, pricing.card_for, report)
+    """Price each org's usage with its account's rate card, org by org as it streams in, each
+    with its tax rule for the period (none without BILLING_TAX_RATES)."""
+    return map(pricing.with_tax, rate_orgs(orgs, pricing.account_for, pricing.card_for, report))
 
 
 def store_batch(

@@ -25,6 +25,7 @@ from billing.adjustments import (
 )
 from billing.corrections import BilledLine, due_lines
 from billing.db.tables import Invoice, InvoiceAdjustment, InvoiceCharge, InvoiceLine
+from billing.db.taxes import retax
 from billing.domain import MINIMUM_CHARGE_METER, RatedInvoice
 from billing.errors import BillingError, InvoiceStateError
 from billing.money import (
@@ -317,6 +318,7 @@ def reapply_adjustments(session: Session, invoice_ids: Sequence[int]) -> None:
             invoice.discount_percent,
         )
         _replace_charges(session, invoice, adjusted)
+    retax(session, list(invoice_ids))  # the net changed: its tax follows
 
 
 def _refuse_mismatches(
@@ -438,6 +440,9 @@ def _replace_charges(session: Session, invoice: Invoice, adjusted: Adjusted) -> 
                 "pricing": charge.pricing,
                 "amount": minor_to_decimal(charge.amount_minor, currency),
                 "charge_class": ADJUSTMENT,
+                "list_amount": None
+                if charge.list_amount_minor is None
+                else minor_to_decimal(charge.list_amount_minor, currency),
             }
         )
         lines += [
@@ -474,6 +479,7 @@ def _replace_charges(session: Session, invoice: Invoice, adjusted: Adjusted) -> 
                 "pricing": top_up.pricing,
                 "amount": minor_to_decimal(top_up.amount_minor, currency),
                 "charge_class": USAGE,
+                "list_amount": None,
             }
         )
         lines += [

@@ -30,8 +30,9 @@ from billing.db.tables import (
 )
 from billing.db.webhooks import record_credit_note
 from billing.errors import InvoiceStateError
-from billing.money import decimal_to_minor, format_minor, minor_to_decimal
-from billing.states import DeliveryKind, DeliveryStatus
+from billing.money import at_minor_units, decimal_to_minor, format_minor, minor_to_decimal
+from billing.states import ChargeClass, DeliveryKind, DeliveryStatus
+from billing.taxes import credited_tax
 
 
 def locked_invoice(session: Session, number: str) -> Invoice | None:
@@ -150,6 +151,60 @@ def _descriptions(session: Session, invoice_id: int) -> dict[str, str]:
     return found
 
 
+@dataclass(frozen=True, slots=True)
+class PlannedTax:
+    """The tax a new credit note credits on one rate of its invoice, in minor units (>= 0)."""
+
+    meter: str  # the rate's id (the invoice's tax charge's meter)
+    description: str  # as the invoice printed it: "VAT 19%", "Reverse charge"
+    amount: int
+
+
+def planned_tax(session: Session, invoice: Invoice, credited_net: int) -> list[PlannedTax]:
+    """The tax lines of a credit note that credits `credited_net` of an invoice's net: per
+    tax charge of the invoice, half-up of the net × its percent, except that the note which
+    brings the rate's remaining net to zero credits exactly the tax that remains (so the notes
+    of an invoice never credit more tax than it charged). An untaxed invoice: none."""
+    currency = invoice.currency
+    taxes = session.execute(
+        select(
+            col(InvoiceCharge.meter),
+            col(InvoiceCharge.description),
+            col(InvoiceCharge.billable),
+            col(InvoiceCharge.amount),
+            col(InvoiceCharge.tax_percent),
+        )
+        .where(
+            col(InvoiceCharge.invoice_id) == invoice.id,
+            col(InvoiceCharge.charge_class) == ChargeClass.TAX,
+        )
+        .order_by(col(InvoiceCharge.position))
+    ).all()
+    if not taxes:
+        return []
+    earlier_net = 0
+    earlier_tax: dict[str, int] = defaultdict(int)
+    for meter, amount, charge_class in session.execute(
+        select(
+            col(CreditNoteLine.meter), col(CreditNoteLine.amount), col(CreditNoteLine.charge_class)
+        )
+        .join(CreditNote, col(CreditNote.id) == col(CreditNoteLine.credit_note_id))
+        .where(col(CreditNote.invoice_id) == invoice.id)
+    ):
+        if charge_class == ChargeClass.TAX:
+            earlier_tax[meter] += decimal_to_minor(amount, currency)
+        else:
+            earlier_net += decimal_to_minor(amount, currency)
+    planned: list[PlannedTax] = []
+    for meter, description, net, amount, percent in taxes:
+        # One rule per invoice: its one tax charge taxes the whole net the note credits.
+        remaining_net = decimal_to_minor(at_minor_units(net, currency), currency) - earlier_net
+        remaining_tax = decimal_to_minor(amount, currency) - earlier_tax[meter]
+        tax = credited_tax(percent or Decimal(0), credited_net, remaining_net, remaining_tax)
+        planned.append(PlannedTax(meter, description, tax))
+    return planned
+
+
 def insert_credit_note(
     session: Session,
     invoice: Invoice,
@@ -160,8 +215,10 @@ def insert_credit_note(
     settlement: str,
     created_by: str,
     now: datetime,
+    taxes: Sequence[PlannedTax] = (),
 ) -> CreditNote:
-    """The credit note and its lines (amounts positive), copying the invoice's addressee."""
+    """The credit note and its lines (amounts positive), copying the invoice's addressee; its
+    tax lines (one per rate, class "tax") after the net lines, in its total."""
     currency = invoice.currency
     note = CreditNote(
         number=number,
@@ -172,7 +229,9 @@ def insert_credit_note(
         billing_address=invoice.billing_address,
         period=invoice.period,
         currency=currency,
-        total=minor_to_decimal(sum(item.amount for item in planned), currency),
+        total=minor_to_decimal(
+            sum(item.amount for item in planned) + sum(tax.amount for tax in taxes), currency
+        ),
         reason=reason,
         settlement=settlement,
         created_by=created_by,
@@ -192,6 +251,19 @@ def insert_credit_note(
             amount=minor_to_decimal(item.amount, currency),
         )
         for item in planned
+    )
+    session.add_all(
+        CreditNoteLine(
+            credit_note_id=note.id or 0,
+            meter=tax.meter,
+            description=tax.description,
+            unit="",
+            charge_class=ChargeClass.TAX,
+            api_key_id=None,
+            user_id=None,
+            amount=minor_to_decimal(tax.amount, currency),
+        )
+        for tax in taxes
     )
     session.flush()
     record_credit_note(session, note, invoice.number)  # webhook event, in this transaction
@@ -274,6 +346,8 @@ def _document(
         invoice_issued_at=invoice.finalized_at or invoice.issued_at,
         invoice_total=minor_to_decimal(decimal_to_minor(invoice.total, currency), currency),
         rate_card=f"{invoice.rate_card_id}@{invoice.rate_card_version}",
+        customer_tax_id=invoice.customer_tax_id,
+        purchase_order=invoice.purchase_order,
         lines=tuple(
             CreditNoteDocumentLine(
                 meter=line.meter,

@@ -37,6 +37,7 @@ from billing.db.tables import (
     InvoiceLine,
     InvoiceNumberSequence,
 )
+from billing.db.taxes import retax
 from billing.db.webhooks import invoice_event_data, record_event, record_finalized
 from billing.domain import RatedInvoice
 from billing.errors import InvoiceStateError
@@ -146,6 +147,7 @@ def store_period(
     for invoice_id, (invoice, _replaces) in zip(inserted, to_draft, strict=True):
         if invoice.org.org_id in waiting:
             attach_corrections(session, invoice_id)
+    retax(session, inserted)  # net -> tax per rate, once the net is complete
     return outcomes
 
 
@@ -216,6 +218,10 @@ def insert_drafts(
             replaces,
             invoice.org.discount_percent,
             minimum_of(invoice),
+            invoice.org.purchase_order,
+            invoice.org.tax_id,
+            invoice.org.country,
+            None if invoice.tax_rule is None else invoice.tax_rule.to_json(),
         )
         for invoice, replaces in drafts
     ]
@@ -255,6 +261,10 @@ _INVOICE_COLUMNS = (
     "replaces_invoice_id",
     "discount_percent",
     "minimum_charge",
+    "purchase_order",
+    "customer_tax_id",
+    "customer_country",
+    "tax_rule",
 )
 _CHARGE_COLUMNS = (
     "invoice_id",
@@ -268,6 +278,7 @@ _CHARGE_COLUMNS = (
     "pricing",
     "amount",
     "charge_class",
+    "list_amount",
 )
 _LINE_COLUMNS = (
     "invoice_id",
@@ -297,6 +308,9 @@ def _charge_rows(stored: Sequence[tuple[int, RatedInvoice]]) -> Iterator[tuple[o
                 charge.pricing,
                 minor_to_decimal(charge.amount_minor, invoice.currency),
                 USAGE,
+                None
+                if charge.list_amount_minor is None
+                else minor_to_decimal(charge.list_amount_minor, invoice.currency),
             )
 
 
@@ -516,6 +530,7 @@ def attach_corrections(session: Session, invoice_id: int) -> None:
     ).scalars()
     invoice.total = sum(total, Decimal(0))
     session.flush()
+    retax(session, [invoice_id])  # the net changed: its tax follows
 
 
 @dataclass(frozen=True, slots=True)

@@ -270,6 +270,9 @@ def statements_for(
             draft=invoice.status == InvoiceStatus.DRAFT,
             status=invoice.status,
             replaces=replaced.get(invoice.replaces_invoice_id or 0, ""),
+            purchase_order=invoice.purchase_order,
+            customer_tax_id=invoice.customer_tax_id,
+            customer_country=invoice.customer_country,
         )
         for invoice in invoices
     ]

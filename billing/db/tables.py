@@ -185,6 +185,18 @@ class Invoice(SQLModel, table=True):
     minimum_charge: Decimal | None = Field(default=None, sa_column=Column(ExactDecimal()))
     # Who voided it: "user@host" from the CLI, "name (console)" from the console or API (0011).
     voided_by: str | None = Field(default=None, max_length=200)
+    # The customer's facts from the directory when drafted, and the tax rule of the period as
+    # JSON (billing.domain.TaxRule; NULL: untaxed): retaxing reads only this row (0012).
+    purchase_order: str = Field(
+        default="", sa_column=Column(Text, nullable=False, server_default="")
+    )
+    customer_tax_id: str = Field(
+        default="", sa_column=Column(Text, nullable=False, server_default="")
+    )
+    customer_country: str = Field(
+        default="", sa_column=Column(String(2), nullable=False, server_default="")
+    )
+    tax_rule: str | None = Field(default=None, sa_column=Column(Text))
 
 
 class InvoiceDailyUsage(SQLModel, table=True):
@@ -231,6 +243,11 @@ class InvoiceCharge(SQLModel, table=True):
         default=None,
         sa_column=Column(Integer, ForeignKey("invoice.id", name="fk_charge_corrects_invoice")),
     )
+    # The charge before the org's discount (rounded once; adjustments: as entered), when a
+    # discount applied; a tax charge's rate and TaxTreatment (0012).
+    list_amount: Decimal | None = Field(default=None, sa_column=Column(ExactDecimal()))
+    tax_percent: Decimal | None = Field(default=None, sa_column=Column(ExactDecimal()))
+    tax_treatment: str | None = Field(default=None, max_length=16)
 
 
 class InvoiceLine(SQLModel, table=True):

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from decimal import Decimal
 from email.headerregistry import Address
 from email.message import EmailMessage
@@ -82,17 +82,40 @@ def statement_message_id(statement: Statement) -> str:
 @dataclass(frozen=True)
 class Letterhead:
     """Who a message is from (BILLING_EMAIL_FROM, BILLING_EMAIL_REPLY_TO), the issuer it names,
-    and the locale its amounts are written in."""
+    the locale its amounts and dates are written in, and how to pay (BILLING_PAYMENT_*,
+    BILLING_PAYMENT_TERMS_DAYS)."""
 
     sender: str
     issuer_name: str
     locale: str
     reply_to: str | None = None
+    payment: formatting.PaymentInstructions = field(default_factory=formatting.PaymentInstructions)
+    payment_terms_days: int = 30
 
     def context(self, name: str, document: object, total: Decimal, currency: str) -> Context:
         """What a template sees: the document under `name`, the issuer and the written total."""
         written = formatting.money(total, currency, self.locale)
         return {name: document, "issuer_name": self.issuer_name, "total": written}
+
+    def day(self, moment: datetime) -> str:
+        return formatting.day(moment.date(), self.locale)
+
+    def month(self, moment: datetime) -> str:
+        """October 2026 (en_US), Oktober 2026 (de_DE)."""
+        return formatting.month(moment.date(), self.locale)
+
+    def money(self, amount: Decimal, currency: str) -> str:
+        return formatting.money(amount, currency, self.locale)
+
+    def payment_context(self, reference: str, total: Decimal) -> dict[str, object] | None:
+        """How to pay an invoice of `total`, as the email prints it; None when nothing is due."""
+        if total <= 0:
+            return None
+        return {
+            "bank_lines": self.payment.bank_lines,
+            "link": self.payment.link_for(reference),
+            "reference": reference,
+        }
 
 
 Context = dict[str, object]
@@ -117,6 +140,21 @@ def _headed_message(
     return message
 
 
+def statement_context(statement: Statement, letterhead: Letterhead) -> Context:
+    """What the statement email's templates see: `s`, `total` (the amount due, written),
+    `due` (the due date, written), `month` (the billing period, written), `payment` (None
+    when nothing is due), `attachment` (the files' name without extension), `issuer_name`."""
+    due_at = statement.due_at or statement.issued_at + timedelta(days=letterhead.payment_terms_days)
+    context = letterhead.context("s", statement, statement.total, statement.currency)
+    context.update(
+        due=letterhead.day(due_at),
+        month=letterhead.month(statement.period_start),
+        payment=letterhead.payment_context(statement.invoice_number, statement.total),
+        attachment=safe_stem(statement.invoice_number),
+    )
+    return context
+
+
 def build_statement_email(
     documents: StatementDocuments,
     environment: Environment,
@@ -125,15 +163,27 @@ def build_statement_email(
     locale: str,
     *,
     reply_to: str | None = None,
+    payment: formatting.PaymentInstructions | None = None,
+    payment_terms_days: int = 30,
 ) -> EmailMessage:
-    """One message to the org's contacts with its PDF and CSV attached.
+    """One message to the org's contacts with its PDF and CSV attached, named after the
+    invoice number.
 
     `sender` is BILLING_EMAIL_FROM and `reply_to` BILLING_EMAIL_REPLY_TO; a malformed one, or
-    a contact address that is not plain, is a ConfigError (nothing is built).
+    a contact address that is not plain, is a ConfigError (nothing is built). `payment` (the
+    BILLING_PAYMENT_* settings) is printed in the body with the payment reference; the due
+    date is the statement's, else its issue date plus `payment_terms_days`.
     """
     statement = documents.statement
-    letterhead = Letterhead(sender, issuer_name, locale, reply_to)
-    context = letterhead.context("s", statement, statement.total, statement.currency)
+    letterhead = Letterhead(
+        sender,
+        issuer_name,
+        locale,
+        reply_to,
+        payment or formatting.PaymentInstructions(),
+        payment_terms_days,
+    )
+    context = statement_context(statement, letterhead)
     to = _contact_addresses(statement)
     message = _headed_message(environment, letterhead, context, to, "email/")
     message["Date"] = formatdate(statement.issued_at.timestamp(), usegmt=True)
@@ -178,6 +228,7 @@ def build_void_notice(
 ) -> EmailMessage:
     """The message telling an invoice's contacts that it is cancelled (no attachments)."""
     context = letterhead.context("n", notice, notice.total, notice.currency)
+    context["month"] = _month_of(notice.period, letterhead)
     to = tuple(Address(addr_spec=address) for address in notice.recipients)
     message = _headed_message(environment, letterhead, context, to, "email/void_")
     message["Date"] = formatdate(notice.voided_at.timestamp(), usegmt=True)
@@ -204,6 +255,15 @@ def build_credit_note_email(
             f"({problem}); credit note {note.number} stays pending: fix the address and send again"
         )
     context = letterhead.context("n", note, note.total, note.currency)
+    context.update(
+        month=_month_of(note.period, letterhead),
+        net=letterhead.money(note.net_total, note.currency),
+        taxes=[
+            (line.description, letterhead.money(line.amount, note.currency))
+            for line in note.tax_lines
+        ],
+        attachment=safe_stem(note.number),
+    )
     to = (Address(addr_spec=recipient),)
     message = _headed_message(environment, letterhead, context, to, "email/credit_note_")
     message["Date"] = formatdate(note.created_at.timestamp(), usegmt=True)
@@ -215,6 +275,14 @@ def build_credit_note_email(
     )
     message.add_attachment(files.csv, maintype="text", subtype="csv", filename=f"{attached}.csv")
     return message
+
+
+def _month_of(period: str, letterhead: Letterhead) -> str:
+    """A YYYY-MM period written for people (October 2026); as it is when it is not one."""
+    try:
+        return letterhead.month(datetime.strptime(period, "%Y-%m"))  # noqa: DTZ007 - a date
+    except ValueError:
+        return period
 
 
 def envelope_recipients(message: EmailMessage, bcc: Sequence[str] = ()) -> tuple[str, ...]:

@@ -47,6 +47,7 @@ from billing.email.messages import (
 from billing.email.transports import Transport, open_transport
 from billing.periods import BillingPeriod
 from billing.statements.credit_notes import CreditNoteFiles
+from billing.statements.pdf import payment_instructions
 from billing.states import DeliveryKind, InvoiceStatus
 from billing.wording import plural
 
@@ -167,9 +168,7 @@ class OutboxSender:
 
     def _notice_message(self, notice: VoidNotice, batch: Batch) -> EmailMessage:
         settings = self._settings
-        letterhead = Letterhead(
-            settings.email_from, settings.issuer_name, settings.locale, settings.email_reply_to
-        )
+        letterhead = letterhead_of(settings)
         recipients = dataclasses.replace(notice, recipients=batch.recipients)
         return build_void_notice(recipients, self._environment, letterhead)
 
@@ -192,9 +191,7 @@ class OutboxSender:
 
     def _credit_note_message(self, files: CreditNoteFiles, batch: Batch) -> EmailMessage:
         settings = self._settings
-        letterhead = Letterhead(
-            settings.email_from, settings.issuer_name, settings.locale, settings.email_reply_to
-        )
+        letterhead = letterhead_of(settings)
         return build_credit_note_email(files, batch.recipients[0], self._environment, letterhead)
 
     def _send(self, batch: Batch, compose: Callable[[Batch], EmailMessage], name: str) -> None:
@@ -235,6 +232,18 @@ class OutboxSender:
                 self.send_for(render(statement))
 
 
+def letterhead_of(settings: Settings) -> Letterhead:
+    """The sender, issuer, locale, reply-to and payment instructions the settings give."""
+    return Letterhead(
+        settings.email_from,
+        settings.issuer_name,
+        settings.locale,
+        settings.email_reply_to,
+        payment_instructions(settings),
+        settings.payment_terms_days,
+    )
+
+
 def statement_message(
     settings: Settings,
     environment: Environment,
@@ -251,6 +260,8 @@ def statement_message(
         settings.issuer_name,
         settings.locale,
         reply_to=settings.email_reply_to,
+        payment=payment_instructions(settings),
+        payment_terms_days=settings.payment_terms_days,
     )
     if batch.kind == DeliveryKind.RESEND:
         digest = hashlib.sha256(f"{message['Message-ID']}:{batch.resend_id}".encode()).hexdigest()

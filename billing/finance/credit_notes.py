@@ -35,6 +35,7 @@ from billing.db.credit_notes import (
     creditable_lines,
     insert_credit_note,
     locked_invoice,
+    planned_tax,
     queue_credit_note,
 )
 from billing.db.engine import existing_ledger, ledger
@@ -139,6 +140,10 @@ def issue_credit_note(
         if request.amount is not None:
             plan.add_amount(request.amount)
         assert plan.total() == asked
+        taxes = planned_tax(session, invoice, asked)  # the tax on the net credited, per rate
+        tax = sum(item.amount for item in taxes)
+        if tax:  # the note's total is net + tax: within what is left of the invoice too
+            check_within_invoice(invoice.number, currency, total, earlier, asked + tax)
         sequence = reserve_numbers(session, now.year, 1, CreditNoteNumberSequence)
         note = insert_credit_note(
             session,
@@ -149,6 +154,7 @@ def issue_credit_note(
             settlement=request.settlement,
             created_by=created_by,
             now=now,
+            taxes=taxes,
         )
         assert note.id is not None
         if request.settlement == CreditSettlement.CREDIT:

@@ -16,6 +16,7 @@ from billing.domain import Statement
 from billing.errors import ConfigError
 from billing.money import format_minor
 from billing.statements.csv_files import neutralise, to_csv
+from billing.states import ChargeClass
 
 UNALLOCATED = "unallocated"
 
@@ -137,6 +138,8 @@ def org_allocation(statement: Statement, centres: CostCentreMap) -> list[Allocat
     grouped: dict[tuple[str | None, str | None], list[Decimal]] = defaultdict(list)
     decided: dict[tuple[str | None, str | None], tuple[str, str]] = {}
     for line in statement.lines:
+        if line.charge_class == ChargeClass.TAX:
+            continue  # allocation stays on net amounts: tax is the org's, not a cost centre's
         key = (line.api_key_id, line.user_id)
         grouped[key].append(line.amount)
         decided[key] = centres.centre_for(statement.org_id, line.api_key_id, line.user_id)
@@ -170,7 +173,8 @@ def bucket_order(currency: str, cost_centre: str) -> tuple[str, bool, str]:
 
 
 def allocate(statements: Sequence[Statement], centres: CostCentreMap) -> list[AllocationRow]:
-    """Regroup every line item by cost centre; the rows sum to the invoices' totals exactly."""
+    """Regroup every line item but tax by cost centre; the rows sum to the invoices' totals
+    less their tax exactly (allocation stays on net amounts)."""
     rows = [row for statement in statements for row in org_allocation(statement, centres)]
     rows.sort(key=lambda row: (*bucket_order(row.currency, row.cost_centre), row.org_id))
     return rows

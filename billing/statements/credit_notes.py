@@ -36,7 +36,7 @@ def credit_note_csv(note: CreditNoteDocument) -> bytes:
                 end,
                 start,
                 end,
-                "Credit",
+                "Tax" if line.charge_class == "tax" else "Credit",  # tax credited, per rate
                 "",
                 neutralise(line.description),
                 "",

@@ -50,6 +50,8 @@ SUMMARY_COLUMNS = (
     "org_name",
     "invoice_number",
     "currency",
+    "net",
+    "tax",
     "total",
     "line_items",
     "contact",
@@ -119,6 +121,7 @@ _CATEGORY_AND_CLASS = {
     ChargeClass.CORRECTION: ("Usage", "Correction"),
     ChargeClass.ADJUSTMENT: ("Adjustment", "Adjustment"),
     ChargeClass.CREDIT: ("Credit", ""),
+    ChargeClass.TAX: ("Tax", ""),  # a tax line is just Tax, on a correction's net too
 }
 
 
@@ -150,7 +153,9 @@ def statement_csv(statement: Statement) -> bytes:
         charge = charges.get(line.charge_key)
         category, charge_class = charge_category_and_class(line.meter, line.charge_class)
         amount = format_minor(line.amount, statement.currency)
-        quantity = format_quantity(line.quantity)
+        # A tax line's quantity is the net it taxes: money, not a consumed quantity.
+        taxed = line.charge_class == ChargeClass.TAX
+        quantity = "" if taxed else format_quantity(line.quantity)
         rows.append(
             (
                 neutralise(statement.org_id),
@@ -168,7 +173,7 @@ def statement_csv(statement: Statement) -> bytes:
                 neutralise(line.unit),
                 quantity,
                 neutralise(line.unit),
-                list_unit_price(charge, line.unit),
+                "" if taxed else list_unit_price(charge, line.unit),
                 amount,
                 amount,
                 amount,
@@ -197,12 +202,15 @@ def lifecycle_columns(statement: Statement) -> tuple[tuple[str, str], ...]:
 
 
 def summary_row(statement: Statement) -> tuple[str, ...]:
-    """One org's row of summary.csv (SUMMARY_COLUMNS)."""
+    """One org's row of summary.csv (SUMMARY_COLUMNS): net (every charge but tax and credit)
+    + tax - credit balance applied (+ a negative total carried) = total, the amount due."""
     return (
         neutralise(statement.org_id),
         neutralise(statement.org_name),
         neutralise(statement.invoice_number),
         neutralise(statement.currency),
+        format_minor(statement.net_total, statement.currency),
+        format_minor(statement.tax_total, statement.currency),
         format_minor(statement.total, statement.currency),
         str(len(statement.lines)),
         neutralise("; ".join(statement.emails)) or "(no contact)",

@@ -16,7 +16,7 @@ from markupsafe import Markup
 
 from billing.config import PROJECT_ROOT, Settings
 from billing.credit_notes import CreditNoteDocument
-from billing.domain import MINIMUM_CHARGE_METER, Statement
+from billing.domain import MINIMUM_CHARGE_METER, Statement, StatementCharge
 from billing.errors import OutputError
 from billing.statements import formatting
 from billing.statements.breakdown import DEFAULT_BREAKDOWN, BreakdownRule
@@ -28,6 +28,7 @@ SHIPPED_TEMPLATES = PROJECT_ROOT / "templates"
 STYLESHEET = "statement.css"
 LOGO = "logo.svg"
 PAGE_SIZES = ("A4", "Letter")
+NO_PAYMENT_INSTRUCTIONS = formatting.PaymentInstructions()
 # The files whose shipped versions the optimised print path was checked against pixel by pixel
 # (tests/unit/test_pdf_pixels.py); an override folder with its own copy of any of them prints
 # through the plain path.
@@ -77,6 +78,12 @@ def template_environment(override_dir: Path | None, locale: str) -> Environment:
     )
     environment.filters["qty"] = lambda value: formatting.quantity(value, locale)
     environment.filters["unit"] = formatting.unit_label
+    environment.filters["measure"] = lambda value, unit: formatting.measure(value, unit, locale)
+    environment.filters["pricing"] = lambda text, currency: formatting.display_pricing(
+        text, currency, locale
+    )
+    environment.filters["tax_id_label"] = formatting.tax_id_label
+    environment.filters["shown"] = shown_amount
     environment.filters["day"] = lambda moment: formatting.day(moment, locale)
     return environment
 
@@ -151,6 +158,8 @@ class StatementRenderer:
         page_size: str = "A4",
         breakdown: BreakdownRule = DEFAULT_BREAKDOWN,
         optimised: bool = True,
+        issuer_tax_id: str = "",
+        payment: formatting.PaymentInstructions = NO_PAYMENT_INSTRUCTIONS,
     ) -> None:
         from weasyprint import CSS
 
@@ -162,6 +171,8 @@ class StatementRenderer:
         self._issuer_address = issuer_address
         self._payment_terms = timedelta(days=payment_terms_days)
         self._breakdown = breakdown
+        self._issuer_tax_id = issuer_tax_id.strip()
+        self._payment = payment
         roots = asset_roots(override_dir)
         self._base_url = (override_dir or SHIPPED_TEMPLATES).resolve().as_uri() + "/"
         self._fetcher = asset_fetcher(roots)
@@ -194,6 +205,8 @@ class StatementRenderer:
             payment_terms_days=settings.payment_terms_days,
             page_size=settings.page_size,
             breakdown=BreakdownRule(settings.statement_detail, settings.statement_detail_max_lines),
+            issuer_tax_id=settings.issuer_tax_id,
+            payment=payment_instructions(settings),
         )
 
     @property
@@ -218,8 +231,10 @@ class StatementRenderer:
         """The statement's HTML; with `chart_url`, the chart is an <img> of that URL and its
         SVG is served from memory under it."""
         charges_by_key = {charge.charge_key: charge for charge in statement.charges}
+        # Tax lines (one per rate, no key or user) are in the totals, not the breakdown: the
+        # breakdown closes on the total less the tax.
         lines = sorted(
-            statement.lines,
+            (line for line in statement.lines if line.charge_class != ChargeClass.TAX),
             key=lambda line: (
                 line.api_key_id is None,
                 line.api_key_id or "",
@@ -227,16 +242,7 @@ class StatementRenderer:
                 line.charge_class,
             ),
         )
-        # Credit (applied, or a negative total carried) sits in the totals block, not with usage.
-        credits = [c for c in statement.charges if c.charge_class == ChargeClass.CREDIT]
-        billed = [
-            c
-            for c in statement.charges
-            if not c.is_correction and c.charge_class != ChargeClass.CREDIT
-        ]
-        usage_charges = [c for c in billed if c.meter != MINIMUM_CHARGE_METER]
-        top_ups = [c for c in billed if c.meter == MINIMUM_CHARGE_METER]
-        corrections = [c for c in statement.charges if c.is_correction]
+        table = charge_table(statement, self._locale)
         first_day = statement.period_start.date()
         end_exclusive = statement.period_end.date()
         chart = daily_hours_svg(statement.daily_usage, first_day, end_exclusive, self._locale)
@@ -246,15 +252,11 @@ class StatementRenderer:
         return self._template.render(
             s=statement,
             lines=lines,
+            lines_total=sum((line.amount for line in lines), Decimal(0)),
             breakdown=self._breakdown.apply(lines, statement.charges),
             charges_by_key=charges_by_key,
-            usage_charges=usage_charges,
-            top_ups=top_ups,
-            corrections=corrections,
-            usage_subtotal=sum((c.amount for c in usage_charges), Decimal(0)),
-            period_subtotal=sum((c.amount for c in billed), Decimal(0)),
-            credits=credits,
-            before_credit=statement.total - sum((c.amount for c in credits), Decimal(0)),
+            **table,
+            payment=self._payment_box(statement),
             **self._masthead(statement.billing_address),
             issued=statement.issued_at.date(),
             due=self.due_date(statement).date(),
@@ -265,6 +267,20 @@ class StatementRenderer:
             chart=Markup(chart),  # noqa: S704
             zero=Decimal(0),
         )
+
+    def _payment_box(self, statement: Statement) -> dict[str, object] | None:
+        """What the "How to pay" box prints: the bank details and payment link of the settings
+        and the payment reference (the invoice number); None when nothing is to be paid (a
+        void invoice, or a total of zero or less)."""
+        if statement.status == "void" or statement.total <= 0:
+            return None
+        link = self._payment.link_for(statement.invoice_number)
+        return {
+            "bank_lines": self._payment.bank_lines,
+            "link": link,
+            "clickable": bool(link) and self._payment.clickable(link),
+            "reference": statement.invoice_number,
+        }
 
     def pdf(self, statement: Statement) -> bytes:
         """The statement's PDF, printed in a Python frame stack chunk of its own."""
@@ -287,6 +303,7 @@ class StatementRenderer:
             "issuer_name": self._issuer_name,
             "issuer_address_lines": _lines(self._issuer_address),
             "billing_address_lines": _lines(billing_address),
+            "issuer_tax_id": self._issuer_tax_id,
             "logo_url": self._logo_url,
         }
 
@@ -315,6 +332,7 @@ class StatementRenderer:
         """A credit note's HTML (templates/credit_note.html, the statement's stylesheet)."""
         return self._environment.get_template("credit_note.html").render(
             n=note,
+            net_lines=[line for line in note.lines if line.charge_class != ChargeClass.TAX],
             **self._masthead(note.billing_address),
             issued=note.created_at.date(),
             invoice_issued=note.invoice_issued_at.date(),
@@ -369,7 +387,15 @@ def printing_settings(settings: Settings) -> tuple[Any, ...]:
         settings.payment_terms_days,
         settings.page_size,
         BreakdownRule(settings.statement_detail, settings.statement_detail_max_lines),
+        settings.issuer_tax_id,
+        payment_instructions(settings),
     )
+
+
+def payment_instructions(settings: Settings) -> formatting.PaymentInstructions:
+    """BILLING_PAYMENT_BANK_DETAILS and BILLING_PAYMENT_LINK, as statements and emails print
+    them."""
+    return formatting.PaymentInstructions(settings.payment_bank_details, settings.payment_link)
 
 
 @lru_cache(maxsize=4)
@@ -381,6 +407,8 @@ def _renderer_for(
     payment_terms_days: int,
     page_size: str,
     breakdown: BreakdownRule,
+    issuer_tax_id: str,
+    payment: formatting.PaymentInstructions,
 ) -> StatementRenderer:
     return StatementRenderer(
         override_dir,
@@ -390,7 +418,66 @@ def _renderer_for(
         payment_terms_days=payment_terms_days,
         page_size=page_size,
         breakdown=breakdown,
+        issuer_tax_id=issuer_tax_id,
+        payment=payment,
     )
+
+
+def charge_table(statement: Statement, locale: str) -> dict[str, Any]:
+    """The rows of the charges table, in the order the invoice is computed, and its totals.
+
+    Usage and adjustments print at their list amount (before the org's discount) when one is
+    stored, and the discount is one row of its own: the sum of the charges less the sum of
+    their list amounts, so every printed row adds up, exactly, to the net total. Then minimum
+    top-ups and corrections, the net total, one row per tax charge, the gross total (when
+    taxed), the credit balance applied and the amount due (`Statement.total`).
+    """
+    credits: list[StatementCharge] = []
+    usage: list[StatementCharge] = []
+    adjustments: list[StatementCharge] = []
+    top_ups: list[StatementCharge] = []
+    corrections: list[StatementCharge] = []
+    taxes: list[StatementCharge] = []
+    for charge in statement.charges:
+        if charge.charge_class == ChargeClass.CREDIT:
+            credits.append(charge)
+        elif charge.is_tax:
+            taxes.append(charge)
+        elif charge.is_correction:
+            corrections.append(charge)
+        elif charge.meter == MINIMUM_CHARGE_METER:
+            top_ups.append(charge)
+        elif charge.charge_class == ChargeClass.ADJUSTMENT:
+            adjustments.append(charge)
+        else:
+            usage.append(charge)
+    discounted = [c for c in (*usage, *adjustments) if c.list_amount is not None]
+    discount = sum((c.amount - (c.list_amount or 0) for c in discounted), Decimal(0))
+    percents = {p for c in discounted if (p := formatting.discount_percent(c.pricing))}
+    percent = formatting.percent(percents.pop(), locale) if len(percents) == 1 else ""
+    usage_charges = usage + adjustments
+    billed = [*usage_charges, *top_ups]
+    net_total = statement.net_total
+    return {
+        "usage_charges": usage_charges,
+        "adjustments": adjustments,
+        "discount": discount if discounted else None,
+        "discount_label": f"Discount {percent}" if percent else "Discount",
+        "top_ups": top_ups,
+        "corrections": corrections,
+        "taxes": taxes,
+        "credits": credits,
+        "usage_subtotal": sum((c.amount for c in usage_charges), Decimal(0)),
+        "period_subtotal": sum((c.amount for c in billed), Decimal(0)),
+        "net_total": net_total,
+        "gross_total": statement.gross_total,
+        "before_credit": statement.total - sum((c.amount for c in credits), Decimal(0)),
+    }
+
+
+def shown_amount(charge: StatementCharge) -> Decimal:
+    """What a charge's row prints: its list amount when the discount is a row of its own."""
+    return charge.list_amount if charge.list_amount is not None else charge.amount
 
 
 def _lines(text: str) -> list[str]:

@@ -315,6 +315,8 @@ class ReportTally:
                 meter, label = f"{meter}:correction", f"Corrections: {label}"
             elif charge.charge_class == "adjustment":  # one row, not one per adjustment
                 meter, label = "adjustment", "Adjustments"
+            elif charge.is_tax:  # one row per rate, apart from any meter of the same name
+                meter, label = f"tax:{meter}", f"Tax: {label}"
             elif charge.charge_class == "credit":  # applied and carried apart, never summed
                 meter = "credit_applied" if charge.amount < 0 else "credit_carried"
             key = (currency, meter)

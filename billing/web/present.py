@@ -40,6 +40,8 @@ def invoice_detail(view: InvoiceView) -> schemas.InvoiceDetail:
             "contacts": [email for email in invoice.contact_emails.split(", ") if email],
             "replaces": detail.replaces,
             "replaced_by": detail.replaced_by,
+            "net": statement.net_total if statement is not None else invoice.total,
+            "tax": statement.tax_total if statement is not None else Decimal(0),
             "charges": statement.charges if statement is not None else (),
             "lines": statement.lines if statement is not None else (),
             "corrections": detail.corrections,

@@ -130,6 +130,10 @@ class Charge(Body):
     pricing: str
     amount: Money
     corrects_invoice_id: int | None
+    # Before the org's discount, when one applied; a tax charge's rate and treatment (else null).
+    list_amount: Money | None = None
+    tax_percent: Quantity | None = None
+    tax_treatment: str | None = None
 
 
 class Line(Body):
@@ -219,6 +223,13 @@ class InvoiceDetail(Body):
     void_reason: str | None
     replaces: str | None
     replaced_by: str | None
+    # Net (every charge but tax and credit) + tax = gross; total (the amount due) is gross less
+    # any credit balance applied. No tax configured: tax is 0.
+    net: Money
+    tax: Money
+    purchase_order: str = ""
+    customer_tax_id: str = ""
+    customer_country: str = ""
     charges: list[Charge]
     lines: list[Line]
     corrections: list[Correction]

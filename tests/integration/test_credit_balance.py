@@ -197,10 +197,10 @@ def test_a_decrease_larger_than_the_next_invoice_is_carried_and_used_to_the_cent
         assert ledger.lines[1].invoice_number == number
 
         pdf = pdf_text(december.folder / f"{org}.pdf")
-        for text in ("Subtotal", "Credit applied", f"Amount due ({statement.currency})"):
+        for text in ("Net total", "Credit applied", "Amount due"):
             assert text in pdf
         assert money(-applied, statement.currency, "en_US") in pdf
-        usage_table = pdf.split("Subtotal")[0]
+        usage_table = pdf.split("Net total")[0]
         assert "Credit applied" not in usage_table.split("Amount due")[-1]
         sheet = list(csv.DictReader(io.StringIO((december.folder / f"{org}.csv").read_text())))
         credit_rows = [row for row in sheet if row["ChargeCategory"] == "Credit"]

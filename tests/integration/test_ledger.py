@@ -178,7 +178,7 @@ def test_late_usage_becomes_a_correction_on_the_next_period_to_the_cent(
         assert all(f"corrects {original} (2026-10)" == c.pricing for c in fixes)
         pdf = "".join(p.extract_text() for p in PdfReader(november.folder / f"{org}.pdf").pages)
         assert "corrections to earlier invoices" in pdf.lower()
-        assert f"corrects {original}" in pdf
+        assert f"Corrects {original}" in pdf  # the stored "corrects ..." as the page words it
         csv_text = (november.folder / f"{org}.csv").read_text(encoding="utf-8")
         assert ",Correction," in csv_text
     assert rows(
@@ -267,6 +267,11 @@ def test_the_database_refuses_changes_to_a_finalized_invoice(
         "UPDATE invoice SET total = total + 1 WHERE id = :invoice",
         "UPDATE invoice SET number = 'INV-1999-000001' WHERE id = :invoice",
         "UPDATE invoice SET status = 'draft' WHERE id = :invoice",
+        # the terms and tax facts it was priced and taxed under (0012)
+        "UPDATE invoice SET tax_rule = 'changed' WHERE id = :invoice",
+        "UPDATE invoice SET purchase_order = 'changed' WHERE id = :invoice",
+        "UPDATE invoice SET customer_tax_id = 'DE999999999' WHERE id = :invoice",
+        "UPDATE invoice SET discount_percent = 50 WHERE id = :invoice",
         "DELETE FROM invoice WHERE id = :invoice",
         "UPDATE invoice_charge SET amount = 0 WHERE id = :charge",
         "DELETE FROM invoice_charge WHERE id = :charge",

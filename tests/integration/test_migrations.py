@@ -25,6 +25,7 @@ NEW_REVISIONS = [
     "0009_upstream_ids_any_length",
     "0010_review_and_credit",
     "0011_console_and_webhooks",
+    "0012_taxes",
 ]
 AMOUNT = Decimal("1234567.123456789012")  # 12 decimal places
 

@@ -16,6 +16,28 @@ from billing.db.engine import normalise_url
 from billing.statements.formatting import money
 
 
+def database_taxes(
+    database_url: str, period: str, charge_class: str = "tax"
+) -> dict[str, list[Decimal]]:
+    """org -> its charges of a class (tax by default; in position order) on the live
+    invoices."""
+    engine = create_engine(normalise_url(database_url))
+    with engine.connect() as connection:
+        found = connection.execute(
+            text(
+                "SELECT i.org_id, c.amount FROM invoice_charge c JOIN invoice i "
+                "ON i.id = c.invoice_id WHERE i.period = :p AND i.status <> 'void' "
+                "AND c.charge_class = :c ORDER BY i.org_id, c.position"
+            ),
+            {"p": period, "c": charge_class},
+        ).all()
+    engine.dispose()
+    taxes: dict[str, list[Decimal]] = defaultdict(list)
+    for org, amount in found:
+        taxes[org].append(Decimal(amount))
+    return taxes
+
+
 def database_totals(
     database_url: str, period: str
 ) -> dict[str, tuple[str, Decimal, Decimal, Decimal]]:
@@ -57,11 +79,18 @@ def assert_period_agrees(
         csv.DictReader(io.StringIO((folder / "summary.csv").read_text(encoding="utf-8")))
     )
     assert {row["org_id"] for row in summary} == set(db)
+    taxes = database_taxes(database_url, period)
+    credits = database_taxes(database_url, period, "credit")
     currencies = {}
     for row in summary:
         number, total, charges, lines = db[row["org_id"]]
         assert Decimal(row["total"]) == total == charges == lines, row["org_id"]
         assert row["invoice_number"] == number
+        # net + tax (- credit applied, + a negative total carried) = total, the amount due
+        tax_total = sum(taxes.get(row["org_id"], []), Decimal(0))
+        assert Decimal(row["tax"]) == tax_total, row["org_id"]
+        credit = sum(credits.get(row["org_id"], []), Decimal(0))
+        assert Decimal(row["net"]) + tax_total + credit == total, row["org_id"]
         currencies[row["org_id"]] = row["currency"]
         statement_rows = list(
             csv.DictReader(
@@ -70,15 +99,23 @@ def assert_period_agrees(
         )
         assert sum((Decimal(r["BilledCost"]) for r in statement_rows), Decimal(0)) == total
         assert {r["InvoiceId"] for r in statement_rows} == {number}
+        tax_rows = [
+            Decimal(r["BilledCost"]) for r in statement_rows if r["ChargeCategory"] == "Tax"
+        ]
+        assert tax_rows == taxes.get(row["org_id"], []), row["org_id"]
         pdf_text = "".join(
             page.extract_text() for page in PdfReader(folder / f"{row['org_id']}.pdf").pages
         )
         assert number in pdf_text
         assert money(total, row["currency"], locale) in pdf_text
-        # The breakdown closes on the total too, whichever BILLING_STATEMENT_DETAIL printed it:
-        # every line ("Total of lines") or the exact subtotals per API key.
         printed = re.sub(r"\s+", "", pdf_text)
-        amount = re.sub(r"\s+", "", money(total, row["currency"], locale))
+        for tax in taxes.get(row["org_id"], []):
+            shown = re.sub(r"\s+", "", money(tax, row["currency"], locale))
+            assert shown in printed, (row["org_id"], tax)
+        # The breakdown closes on the total too, whichever BILLING_STATEMENT_DETAIL printed it:
+        # every line ("Total of lines") or the exact subtotals per API key. It leaves the tax
+        # lines out, so it closes on the total less the tax.
+        amount = re.sub(r"\s+", "", money(total - tax_total, row["currency"], locale))
         assert f"Totaloflines{amount}" in printed or f"Totalofsubtotals{amount}" in printed
     return {org: values[1] for org, values in db.items()}
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 
 from billing.credit_notes import CreditNoteDocument, CreditNoteDocumentLine
 from billing.domain import DailyUsage, Statement, StatementCharge, StatementLine
@@ -13,6 +13,36 @@ from tests.support.factories import statement
 # The three sizes the render benchmark and the pixel test compare: a small org, the median org
 # of the 1,000-org close (36 lines) and a large one.
 SIZES = {"small": 4, "median": 36, "200 lines": 200}
+
+REVERSE_CHARGE_NOTE = (
+    "Reverse charge: VAT to be accounted for by the recipient "
+    "(Article 196, Council Directive 2006/112/EC)."
+)
+
+
+@dataclass(frozen=True)
+class SampleTax:
+    """A tax rule for make_statement: the printed name, percent, treatment and wording (the
+    standard treatment's wording is made from the percent and the net, as rating stores it)."""
+
+    rate_id: str = "de-vat-standard"
+    name: str = "VAT 19%"
+    percent: Decimal = Decimal(19)
+    treatment: str = "standard"
+    wording: str = ""
+
+
+REVERSE_CHARGE = SampleTax(
+    "reverse-charge", "Reverse charge", Decimal(0), "reverse_charge", REVERSE_CHARGE_NOTE
+)
+
+
+def _minor(currency: str) -> Decimal:
+    return Decimal(1) if currency == "JPY" else Decimal("0.01")
+
+
+def _half_up(value: Decimal, currency: str) -> Decimal:
+    return value.quantize(_minor(currency), rounding=ROUND_HALF_UP)
 
 
 def make_statement(
@@ -24,8 +54,22 @@ def make_statement(
     api_key_prefix: str = "key_live_",
     user_prefix: str = "user-",
     billing_address: str = "Acme Robotics Inc.\nAttn: Accounts Payable\n12 Harbor Way\nBoston, MA",
+    discount_percent: Decimal | None = None,
+    corrections: bool = False,
+    credit: Decimal | None = None,
+    taxes: tuple[SampleTax, ...] = (),
+    purchase_order: str = "",
+    customer_tax_id: str = "",
+    customer_country: str = "",
+    invoice_number: str = "MKA1-2026-10-0042",
 ) -> Statement:
-    """A realistic statement: three usage meters, a minimum top-up, lines and daily usage."""
+    """A realistic statement: three usage meters, a minimum top-up, lines and daily usage.
+
+    Optionally the org's discount (usage at list amount, each charge discounted and rounded
+    half-up once, pricing `..., less N%`), corrections of an earlier invoice, credit balance
+    applied (`credit`, positive: what is taken off), tax charges on the net (one per rule,
+    rounded half-up once, with its line without key or user), a PO and a customer tax id.
+    The total is the sum of the charges, as stored."""
     zero_decimals = currency == "JPY"
     scale = Decimal(100) if zero_decimals else Decimal(1)
     usage_amounts = [Decimal("731.56"), Decimal("402.78"), Decimal("0.22")]
@@ -39,7 +83,7 @@ def make_statement(
             Decimal("6096.333333333333"),
             Decimal(0),
             Decimal("6096.333333333333"),
-            f"{Decimal('0.12') * scale} per hour",
+            f"{Decimal('0.12') * scale} / hour",
             usage_amounts[0],
         ),
         StatementCharge(
@@ -49,7 +93,7 @@ def make_statement(
             Decimal("32322.4"),
             Decimal(100),
             Decimal("32222.4"),
-            f"{Decimal('0.0125') * scale} per GiB·h",
+            f"{Decimal('0.0125') * scale} / gib_hour",
             usage_amounts[1],
         ),
         StatementCharge(
@@ -59,17 +103,17 @@ def make_statement(
             Decimal("4.5"),
             Decimal(2),
             Decimal("2.5"),
-            "first 20 GiB at 0.09, then 0.05 per GiB",
+            "0.09 to 20; 0.05 above 20 / gib",
             usage_amounts[2],
         ),
         StatementCharge(
             "minimum_charge",
-            "Minimum charge",
+            "Minimum charge top-up",
             "period",
             Decimal(1),
             Decimal(0),
             Decimal(1),
-            "minimum commitment per period",
+            f"minimum {Decimal('1234.56') * scale} per period",
             Decimal("100.00") * scale,
         ),
     )
@@ -90,8 +134,107 @@ def make_statement(
         for d in range(1, 32)
         if d != 13
     )
+    if discount_percent is not None:
+        kept = (100 - discount_percent) / 100
+        charges = tuple(
+            replace(
+                charge,
+                amount=_half_up(charge.amount * kept, currency),
+                list_amount=charge.amount,
+                pricing=f"{charge.pricing}, less {discount_percent}%",
+            )
+            if charge.meter != "minimum_charge"
+            else charge
+            for charge in charges
+        )
+    if corrections:
+        charges += (
+            StatementCharge(
+                "duration",
+                "Session time",
+                "hour",
+                Decimal("12.5"),
+                Decimal(0),
+                Decimal("12.5"),
+                "corrects INV-2026-000007 (2026-09)",
+                Decimal("1.50") * scale,
+                charge_class="correction",
+                corrects_invoice_id=7,
+            ),
+            StatementCharge(
+                "workspace_out",
+                "Workspace data out",
+                "gib",
+                Decimal("-0.75"),
+                Decimal(0),
+                Decimal("-0.75"),
+                "corrects INV-2026-000007 (2026-09)",
+                Decimal("-0.04") * scale,
+                charge_class="correction",
+                corrects_invoice_id=7,
+            ),
+        )
+        lines += (
+            StatementLine(
+                "duration",
+                f"{api_key_prefix}0000",
+                None,
+                Decimal("12.5"),
+                "hour",
+                Decimal("1.50") * scale,
+                "correction",
+                7,
+            ),
+            StatementLine(
+                "workspace_out",
+                f"{api_key_prefix}0000",
+                None,
+                Decimal("-0.75"),
+                "gib",
+                Decimal("-0.04") * scale,
+                "correction",
+                7,
+            ),
+        )
+    net = sum((charge.amount for charge in charges), Decimal(0))
+    for rule in taxes:
+        amount = _half_up(net * rule.percent / 100, currency)
+        wording = rule.wording or f"{rule.percent}% of {net}"
+        charges += (
+            StatementCharge(
+                rule.rate_id,
+                rule.name,
+                "",
+                net,
+                Decimal(0),
+                net,
+                wording,
+                amount,
+                charge_class="tax",
+                tax_percent=rule.percent,
+                tax_treatment=rule.treatment,
+            ),
+        )
+        lines += (StatementLine(rule.rate_id, None, None, net, "", amount, "tax"),)
+    if credit is not None:
+        charges += (
+            StatementCharge(
+                "credit_balance",
+                "Credit applied",
+                "credit",
+                Decimal(1),
+                Decimal(0),
+                Decimal(1),
+                "from a credit balance of 500.00, 375.00 left",
+                -credit,
+                charge_class="credit",
+            ),
+        )
+        lines += (
+            StatementLine("credit_balance", None, None, Decimal(1), "credit", -credit, "credit"),
+        )
     return statement(
-        invoice_number="MKA1-2026-10-0042",
+        invoice_number=invoice_number,
         org_id="org-0042",
         org_name=org_name,
         currency=currency,
@@ -101,6 +244,9 @@ def make_statement(
         due_at=datetime(2026, 12, 2, tzinfo=UTC),
         daily_usage=daily,
         draft=draft,
+        purchase_order=purchase_order,
+        customer_tax_id=customer_tax_id,
+        customer_country=customer_country,
     )
 
 

@@ -1,5 +1,5 @@
-"""A statement with credit: Subtotal, the credit charge and Amount due in the totals block, never
-in the usage table; a statement without credit keeps its one Total due row."""
+"""A statement with credit: Net total, the credit charge and Amount due in the totals block, never
+in the usage table; a statement without credit or tax has its one Amount due row."""
 
 from __future__ import annotations
 
@@ -51,7 +51,7 @@ def flat_pdf_text(pdf: bytes) -> str:
     return re.sub(r"\s+", " ", text.replace("\xa0", " "))
 
 
-def test_credit_applied_sits_between_subtotal_and_amount_due(renderer: StatementRenderer) -> None:
+def test_credit_applied_sits_between_net_total_and_amount_due(renderer: StatementRenderer) -> None:
     applied = statement(
         charges=(
             charge("duration", "120.00", "0.10 / hour"),
@@ -67,13 +67,12 @@ def test_credit_applied_sits_between_subtotal_and_amount_due(renderer: Statement
     html = renderer.html(applied)
     assert "Credit applied" not in tbody(html, "usage")
     assert "Credit applied" in tbody(html, "credits")
-    assert "Subtotal" in tbody(html, "subtotal")
+    assert "Net total" in tbody(html, "subtotal net-total")
     text = flat_pdf_text(renderer.pdf(applied))
-    assert "Subtotal $150.50" in text
-    assert "Credit applied Credit balance from a credit balance of 140.00, 39.75 left -$100.25" in (
-        text
-    )
-    assert "Amount due (USD) $50.25" in text
+    assert "Net total $150.50" in text
+    assert "Credit applied from a credit balance of $140.00, $39.75 left -$100.25" in text
+    assert "Amount due $50.25" in text
+    assert text.index("Net total") < text.index("Credit applied") < text.index("Amount due $")
     assert "Total due" not in text
 
 
@@ -100,12 +99,15 @@ def test_a_carried_negative_total_reads_as_zero_due(renderer: StatementRenderer)
     )
     assert carried.total == 0
     text = flat_pdf_text(renderer.pdf(carried))
-    assert "Subtotal -$12.40" in text
-    assert "Carried to credit balance Credit balance 12.40 to the credit balance $12.40" in text
-    assert "Amount due (USD) $0.00" in text
+    assert "Net total -$12.40" in text
+    assert "Carried to credit balance $12.40 to the credit balance $12.40" in text
+    assert "Amount due $0.00" in text
+    assert "Payment reference" not in text  # nothing to pay: no payment box
 
 
-def test_without_credit_the_totals_block_is_unchanged(renderer: StatementRenderer) -> None:
+def test_without_credit_or_tax_the_amount_due_is_the_only_total(
+    renderer: StatementRenderer,
+) -> None:
     plain = statement(
         charges=(charge("duration", "120.00", "0.10 / hour"),),
         lines=(line("duration", "120.00", "key-1", None),),
@@ -113,6 +115,6 @@ def test_without_credit_the_totals_block_is_unchanged(renderer: StatementRendere
     html = renderer.html(plain)
     assert 'class="credits"' not in html
     text = flat_pdf_text(renderer.pdf(plain))
-    assert "Total due (USD) $120.00" in text
-    assert "Subtotal" not in text
-    assert "Amount due (USD)" not in text
+    assert "Amount due $120.00" in text
+    assert "Net total" not in text
+    assert "Total due" not in text

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import replace
+from datetime import UTC, datetime
+from decimal import Decimal
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
@@ -13,12 +15,24 @@ from jinja2 import DictLoader, Environment
 
 from billing.addresses import SmtpServer
 from billing.catalog import load_org_directory
-from billing.email.messages import StatementDocuments, build_statement_email, envelope_recipients
+from billing.credit_notes import CreditNoteDocumentLine
+from billing.email.messages import (
+    Letterhead,
+    StatementDocuments,
+    VoidNotice,
+    build_credit_note_email,
+    build_statement_email,
+    build_void_notice,
+    envelope_recipients,
+)
 from billing.email.smtp import SmtpSender
 from billing.email.transports import FileTransport
 from billing.errors import ConfigError
+from billing.statements.credit_notes import CreditNoteFiles
+from billing.statements.formatting import PaymentInstructions
 from billing.statements.pdf import template_environment
 from tests.support.factories import statement
+from tests.support.sample_statements import sample_credit_note
 
 SENDER = "MKA1 Billing <billing@mka1.example>"
 ORG_EMAILS = ("billing@acme.example", "ap@acme.example")
@@ -225,3 +239,124 @@ def test_the_org_directory_keeps_plain_addresses(tmp_path: Path) -> None:
         "ok@seven.example",
         "first.last+bills@sub.seven-co.example",
     )
+
+
+def test_the_statement_email_reads_like_a_billing_email() -> None:
+    """Subject: capitalised, invoice number, issuer, amount due, due date; body: the payment
+    instructions, the payment reference and the PO; attachments named after the number."""
+    base = replace(
+        statement(invoice_number="INV-2026-000123", org_name="Acme Robotics"),
+        emails=ORG_EMAILS,
+        purchase_order="PO-4711/2026",
+        due_at=datetime(2026, 12, 31, tzinfo=UTC),
+    )
+    priced = replace(base, total=Decimal("1234.56"))
+    message = build_statement_email(
+        StatementDocuments(priced, b"%PDF-1.7 fake", b"a\r\n", "org-0001"),
+        template_environment(None, "en_US"),
+        SENDER,
+        "MKA1, Inc.",
+        "en_US",
+        payment=PaymentInstructions(
+            "IBAN DE89 3704 0044 0532 0130 00; BIC COBADEFFXXX",
+            "https://pay.mka1.example/{invoice_number}",
+        ),
+    )
+    received = wire(message)
+    assert str(received["Subject"]) == (
+        "Invoice INV-2026-000123 from MKA1, Inc.: $1,234.56 due Dec 31, 2026"
+    )
+    plain = received.get_body(preferencelist=("plain",))
+    html = received.get_body(preferencelist=("html",))
+    assert plain is not None
+    assert html is not None
+    text = plain.get_content()
+    assert text.startswith("Dear Acme Robotics,\n")
+    for expected in (
+        "invoice INV-2026-000123 from MKA1, Inc. for your sandbox usage in October 2026",
+        "PO number:          PO-4711/2026",
+        "Amount due:         $1,234.56",
+        "Due date:           Dec 31, 2026",
+        "Payment reference:  INV-2026-000123",
+        "    IBAN DE89 3704 0044 0532 0130 00\n    BIC COBADEFFXXX",
+        "Online: https://pay.mka1.example/INV-2026-000123",
+    ):
+        assert expected in text, expected
+    assert 'href="https://pay.mka1.example/INV-2026-000123"' in html.get_content()
+    names = [part.get_filename() for part in received.iter_attachments()]
+    assert names == ["INV-2026-000123.pdf", "INV-2026-000123.csv"]
+
+
+def test_nothing_due_says_so_and_asks_for_no_payment() -> None:
+    zero = replace(statement(invoice_number="INV-2026-000124"), emails=ORG_EMAILS)
+    zero = replace(zero, total=Decimal("0.00"))
+    message = build_statement_email(
+        StatementDocuments(zero, b"%PDF", b"a\r\n", "org-0001"),
+        template_environment(None, "en_US"),
+        SENDER,
+        "MKA1, Inc.",
+        "en_US",
+        payment=PaymentInstructions("IBAN X", ""),
+    )
+    assert (
+        str(message["Subject"]) == "Invoice INV-2026-000124 from MKA1, Inc.: $0.00, nothing to pay"
+    )
+    plain = message.get_body(preferencelist=("plain",))
+    assert plain is not None
+    assert "Nothing is due on this invoice." in plain.get_content()
+    assert "IBAN" not in plain.get_content()
+
+
+def test_an_org_name_in_the_shipped_templates_stays_out_of_the_headers() -> None:
+    for hostile in HOSTILE_NAMES:
+        message = build_statement_email(
+            documents(hostile), template_environment(None, "en_US"), SENDER, "MKA1, Inc.", "en_US"
+        )
+        received = wire(message)
+        assert raw_header_names(message) == HEADERS
+        assert str(received["Subject"]).startswith("Invoice INV-2026-000001 from MKA1, Inc.: ")
+        assert envelope_recipients(received) == ORG_EMAILS
+
+
+def test_void_notice_and_credit_note_emails_read_like_billing_emails() -> None:
+    environment = template_environment(None, "en_US")
+    letterhead = Letterhead(SENDER, "MKA1, Inc.", "en_US")
+    notice = VoidNotice(
+        invoice_number="INV-2026-000100",
+        org_id="org-1",
+        org_name="Acme\r\nBcc: evil@x.com",
+        period="2026-10",
+        currency="USD",
+        total=Decimal("12.00"),
+        voided_at=datetime(2026, 11, 5, tzinfo=UTC),
+        recipients=("ap@acme.example",),
+        replaced_by="INV-2026-000123",
+    )
+    void = wire(build_void_notice(notice, environment, letterhead))
+    assert str(void["Subject"]) == (
+        "Invoice INV-2026-000100 from MKA1, Inc. is cancelled (void): nothing is due on it"
+    )
+    assert "It is replaced by invoice INV-2026-000123" in void.get_content()
+    assert "for October 2026 ($12.00) is cancelled" in void.get_content()
+    base = sample_credit_note()
+    note = replace(
+        base,
+        total=Decimal("3.57"),
+        lines=(
+            *base.lines,
+            CreditNoteDocumentLine("de-vat", "VAT 19%", "", "tax", None, None, Decimal("0.57")),
+        ),
+    )
+    files = CreditNoteFiles(note, b"%PDF", b"x\r\n")
+    credit = wire(build_credit_note_email(files, "ap@acme.example", environment, letterhead))
+    assert str(credit["Subject"]) == (
+        "Credit note CN-2026-000003 from MKA1, Inc.: $3.57 credited on invoice INV-2026-000001"
+    )
+    body = credit.get_body(preferencelist=("plain",))
+    assert body is not None
+    for expected in ("Net credited:        $3.00", "VAT 19%:             $0.57", "$3.57"):
+        assert expected in body.get_content(), expected
+    assert [p.get_filename() for p in credit.iter_attachments()] == [
+        "CN-2026-000003.pdf",
+        "CN-2026-000003.csv",
+    ]

@@ -133,21 +133,28 @@ def test_pdf_shows_parties_number_period_dates_meters_and_totals(
         "Issue date " + day(date(2026, 11, 2), "en_US"),
         "Due date " + day(date(2026, 12, 2), "en_US"),
         "USD",
-        "Session time",
-        "$731.56",
+        "Session time 6,096.33 hours $0.12 per hour $731.56",
+        "Reserved memory 32,322.400 GiB-hours",
+        "$0.0125 per GiB-hour",
         "$402.78",
+        "100.000 GiB-hours included",
+        "$0.09 per GiB up to 20 GiB; $0.05 per GiB above 20 GiB",
         "$0.22",
-        "Usage subtotal $1,134.56",
-        "Minimum charge",
-        "$100.00",
+        "Minimum charge top-up",
+        "$1,234.56 minimum per period $100.00",
         money(statement.total, "USD", "en_US"),
-        "Total due (USD) $1,234.56",
-        "first 20 GiB at 0.09, then 0.05 per GiB",
+        "Amount due $1,234.56",
+        "Payment reference: MKA1-2026-10-0042",
         "key_live_0001",
     ):
         assert flat(expected) in text, expected
     assert f"Page {len(texts)} of {len(texts)}" in texts[-1]
     assert "DRAFT" not in text
+    # Internal notes stay off the customer's copy; no four-decimal noise, no engineers' units.
+    for absent in ("largest", "remainder", "rounded half-up", "0.0000", "gib_hour", "GiB·h"):
+        assert absent not in "\n".join(texts), absent
+    # Untaxed and without credit: no net/gross rows, only the amount due.
+    assert "Net total" not in text
 
 
 def test_due_date_falls_back_to_payment_terms(renderer: StatementRenderer) -> None:

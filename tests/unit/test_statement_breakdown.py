@@ -116,8 +116,8 @@ def test_keys_mode_prints_exact_per_key_subtotals_that_add_up_to_the_charges() -
     assert re.sub(r"\s+", "", f"Total of subtotals{money(big.total, 'USD', 'en_US')}") in flat
     assert "user-1" not in text  # users are counted, not listed
     # The split note says where the lines are now, not that they follow.
-    assert re.sub(r"\s+", "", "the 200 lines of that split are in the CSV statement") in flat
-    assert "the lines below" not in text
+    assert re.sub(r"\s+", "", "the CSV statement attached has all 200 lines") in flat
+    assert "largest remainder" not in text  # internal notes stay off the customer's copy
 
 
 def test_lines_mode_prints_every_line_as_before() -> None:
@@ -127,7 +127,8 @@ def test_lines_mode_prints_every_line_as_before() -> None:
     assert "Subtotals by API key" not in text
     assert len(re.findall(r"key_\d{3}", text)) == 198
     assert "Total of lines" in text
-    assert "the lines below are its" in re.sub(r"\s+", " ", text)
+    assert "the CSV statement attached has the exact quantities" in re.sub(r"\s+", " ", text)
+    assert "largest-remainder" not in text
 
 
 def test_every_line_stays_in_the_csv_whatever_the_pdf_shows() -> None:
