@@ -643,6 +643,7 @@ def quote(
     from billing.close.inline import quote_org
     from billing.money import minor_to_decimal, round_quantity
     from billing.statements import formatting
+    from billing.taxes import tax_charge
 
     settings = load_settings()
     invoice, report = quote_org(settings, BillingPeriod.parse(period), org)
@@ -667,7 +668,22 @@ def quote(
                 minor_to_decimal(charge.amount_minor, currency), currency, settings.locale
             ),
         )
-    total = minor_to_decimal(invoice.total_minor, currency)
+    total_minor = invoice.total_minor
+    if invoice.tax_rule is not None:  # before a minimum top-up or corrections, which the close adds
+        net = minor_to_decimal(total_minor, currency)
+        add_row(table, "Net total", "", "", "", formatting.money(net, currency, settings.locale))
+        tax = tax_charge(invoice.tax_rule, total_minor, currency)
+        amount = minor_to_decimal(tax.amount_minor, currency)
+        add_row(
+            table,
+            tax.description,
+            "",
+            "",
+            tax.pricing,
+            formatting.money(amount, currency, settings.locale),
+        )
+        total_minor += tax.amount_minor
+    total = minor_to_decimal(total_minor, currency)
     add_row(table, "Total", "", "", "", formatting.money(total, currency, settings.locale))
     out.print(table)
     out.print(f"{plural(report.usage_results, 'usage result')}; nothing was stored")

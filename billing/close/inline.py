@@ -219,7 +219,7 @@ def quote_org(
     if usage is None:
         return None, aggregate.report
     account = pricing.account_for(org_id)
-    return rate_org(account, pricing.card_for(account), usage), aggregate.report
+    return pricing.with_tax(rate_org(account, pricing.card_for(account), usage)), aggregate.report
 
 
 def close_period(

@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import email
 from collections.abc import Callable
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 
 import pytest
 from pydantic import SecretStr
 from sqlalchemy import create_engine, text
+from typer.testing import CliRunner
 
+from billing.cli.app import app
 from billing.close.inline import close_period, quote_org
 from billing.config import Settings
 from billing.db.engine import normalise_url
 from billing.errors import UpstreamAuthError, UpstreamUnavailable
 from billing.money import minor_to_decimal
 from billing.periods import BillingPeriod
+from billing.statements.formatting import money
 from billing.usage.emulator import running_emulator
 from tests.support.agreement import assert_period_agrees, count
 from tests.support.reference import cards_need_session_kind, expected_totals, fetch_raw_results
@@ -169,3 +172,43 @@ def test_quote_prices_one_org_without_storing(
     assert minor_to_decimal(invoice.total_minor, invoice.currency) == by_org["org-0003"].total
     assert invoice.rate_card.id == "platform"
     assert count(sqlite_url, "billing_run") == 1  # the quote stored nothing
+
+
+def test_quote_shows_the_tax_the_close_charges(
+    make_settings: Callable[..., Settings], sqlite_url: str
+) -> None:
+    tax_rates = EXAMPLES / "tax_rates.yaml"  # org-0004 is French: TVA 20%
+    with running_emulator(orgs=4, seed=9) as base_url:
+        settings = make_settings(
+            mka1_base_url=base_url, mka1_api_key=SecretStr("t"), tax_rates=tax_rates
+        )
+        invoice, _report = quote_org(settings, PERIOD, "org-0004")
+        printed = CliRunner().invoke(
+            app,
+            ["quote", "--period", str(PERIOD), "--org", "org-0004"],
+            env={
+                "MKA1_BASE_URL": base_url,
+                "MKA1_API_KEY": "t",
+                "BILLING_TAX_RATES": str(tax_rates),
+                "BILLING_DATABASE_URL": sqlite_url,
+                "COLUMNS": "200",
+            },
+        )
+        closed = close_period(settings, PERIOD)
+    assert invoice is not None
+    assert invoice.tax_rule is not None
+    assert invoice.tax_rule.rate_id == "fr-vat-standard"
+    statement = next(s for s in closed.statements if s.org_id == "org-0004")
+    net = minor_to_decimal(invoice.total_minor, invoice.currency)
+    assert statement.net_total == net  # no top-up: above the card's minimum
+    by_hand = (net * Decimal("0.20")).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+    assert statement.tax_total == by_hand
+    assert printed.exit_code == 0, printed.output
+    for shown in (
+        "Net total",
+        "TVA 20%",
+        money(net, "USD", "en_US"),
+        money(by_hand, "USD", "en_US"),
+    ):
+        assert shown in printed.output
+    assert money(net + by_hand, "USD", "en_US") in printed.output
