@@ -24,7 +24,7 @@ from sqlmodel import Session, col
 
 from billing.close.fetch import close_query, fetch_checked, http_client, record_fetch
 from billing.close.preflight import Operation, preflight
-from billing.close.pricing import load_pricing
+from billing.close.pricing import load_pricing, warn_of_ignored_tax_rules
 from billing.close.publish import (
     keyed_documents,
     load_cost_centre_map,
@@ -165,6 +165,7 @@ def begin_close(
                 now=now(),
                 on_workers=True,
             )
+        warn_of_ignored_tax_rules(pricing)  # the run has started: a refusal stayed one line
         if review.note:
             log.info("run %s: %s", run_id, review.note)
         with write_transaction(engine) as session:

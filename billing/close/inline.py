@@ -26,7 +26,7 @@ from billing.close.preflight import (
     is_month_to_date,
     preflight,
 )
-from billing.close.pricing import Pricing, load_pricing
+from billing.close.pricing import Pricing, load_pricing, warn_of_ignored_tax_rules
 from billing.close.publish import CloseResult, Progress, load_cost_centre_map, publish_statements
 from billing.close.runs import (
     DraftingRun,
@@ -270,6 +270,7 @@ def close_period(
         return run_id, review.options
 
     def work(run: LocalRun, chosen: CloseOptions) -> CloseResult:
+        warn_of_ignored_tax_rules(pricing)  # the run has started: a refusal stayed one line
         with _http_session(settings, http) as session_http:
             fetch_checked(settings, session_http, query, run.engine, run.run_id, say, run.outcome)
             return run.rate_store_publish(pricing, run.run_id, org_ids, chosen)
@@ -341,6 +342,7 @@ def rerate_period(
         return run_id, found
 
     def work(run: LocalRun, source: SnapshotSource) -> CloseResult:
+        warn_of_ignored_tax_rules(pricing)
         say(f"re-rating the usage read from the snapshot of run {source.run_id}")
         run.outcome.pages_fetched = source.pages
         run.outcome.usage_checksum = source.checksum

@@ -40,6 +40,8 @@ class Pricing:
     period: BillingPeriod
     taxes: TaxRates | None = None  # BILLING_TAX_RATES; None: no tax anywhere
     issuer_country: str = "US"
+    # Orgs whose directory entry names a tax rule that is not applied (BILLING_TAX_RATES unset).
+    ignored_tax_rules: tuple[str, ...] = ()
 
     def account_for(self, org_id: str) -> OrgAccount:
         return self.directory.account_for(org_id)
@@ -89,13 +91,19 @@ def load_pricing(settings: Settings, period: BillingPeriod) -> Pricing:
     directory = load_org_directory(settings.orgs)
     check_directory_against_catalog(directory, catalog, period)
     taxes = None
+    ignored: tuple[str, ...] = ()
     if settings.tax_rates is not None:
         taxes = load_tax_rates(settings.tax_rates)
         check_period_taxes(taxes, directory.orgs.values(), settings.issuer_country, period)
     else:
-        naming = orgs_naming_tax(directory.orgs.values())
-        warning = unset_warning(naming) if naming else ""
-        if warning and warning not in _warned:  # once per process, not per batch
-            _warned.add(warning)
-            _log.warning(warning)
-    return Pricing(catalog, directory, period, taxes, settings.issuer_country)
+        ignored = tuple(orgs_naming_tax(directory.orgs.values()))
+    return Pricing(catalog, directory, period, taxes, settings.issuer_country, ignored)
+
+
+def warn_of_ignored_tax_rules(pricing: Pricing) -> None:
+    """Warn (once per process, not per batch) that orgs name tax rules while BILLING_TAX_RATES
+    is unset; called once a run has passed its preflight, so that a refusal stays one line."""
+    warning = unset_warning(pricing.ignored_tax_rules) if pricing.ignored_tax_rules else ""
+    if warning and warning not in _warned:
+        _warned.add(warning)
+        _log.warning(warning)

@@ -4,6 +4,8 @@ name tax rules but BILLING_TAX_RATES is unset."""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -13,7 +15,11 @@ from billing.catalog.loader import check_catalog
 from billing.catalog.schema import tax_id_problem
 from billing.catalog.taxes import check_tax_rates, load_tax_rates
 from billing.cli.app import app
+from billing.close import pricing as pricing_module
+from billing.close.pricing import load_pricing, warn_of_ignored_tax_rules
+from billing.config import Settings
 from billing.errors import ConfigError
+from billing.periods import BillingPeriod
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -196,3 +202,30 @@ def test_ratecards_check_reports_tax_problems_and_warns_when_unset(
         f"{EXAMPLES / 'tax_rates.yaml'} does not have" in taxed.output.replace("\n", "")
     )
     assert "warning" not in taxed.output
+
+
+def test_a_close_warns_once_after_its_preflight_when_orgs_name_ignored_tax_rules(
+    make_settings: Callable[..., Settings],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The example directory names tax rules for org-0001 and org-0004; without
+    BILLING_TAX_RATES they are not applied, and the run says so once (not per batch)."""
+    pricing = load_pricing(make_settings(), BillingPeriod.parse("2026-10"))
+    assert pricing.taxes is None
+    assert pricing.ignored_tax_rules == ("org-0001", "org-0004")
+    monkeypatch.setattr(pricing_module, "_warned", set())  # as in a fresh process
+    with caplog.at_level(logging.WARNING, logger="billing.close.pricing"):
+        warn_of_ignored_tax_rules(pricing)
+        warn_of_ignored_tax_rules(pricing)
+    warnings = [r.getMessage() for r in caplog.records if "name a tax rule" in r.getMessage()]
+    assert warnings == [
+        "warning: 2 org(s) name a tax rule (org-0001, org-0004) but BILLING_TAX_RATES is unset: "
+        "no tax is charged; set BILLING_TAX_RATES to a tax rates file "
+        "(see examples/tax_rates.yaml)"
+    ]
+    taxed = load_pricing(
+        make_settings(tax_rates=EXAMPLES / "tax_rates.yaml"), BillingPeriod.parse("2026-10")
+    )
+    assert taxed.ignored_tax_rules == ()
+    assert taxed.tax_rule(taxed.account_for("org-0004")) is not None
