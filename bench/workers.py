@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -115,12 +116,16 @@ def close_once(
     redis.Redis.from_url(BROKER).flushdb()
     with throwaway_database("billing_bench_workers") as database_url:
         env = worker_environment(database_url, base_url, folder, smtp_port)
+        # each run prints into its own folder: no PDF of an earlier run is reused by its key
+        env["BILLING_OUTPUT_DIR"] = str(folder / f"statements-{concurrency}")
         settings = Settings(_env_file=None, **_settings_fields(env))
+        cpu_before = children_cpu()
         with celery_worker(env, concurrency, folder / f"worker-{concurrency}.log"):
             load = load_average()
             started = time.perf_counter()
             progress = close_on_workers(settings, PERIOD, "bench", timeout=7200)
             seconds = time.perf_counter() - started
+        worker_cpu = children_cpu() - cpu_before  # the worker and its pool, start to stop
     rendered = progress.done.get("render", 0)
     if rendered != orgs:
         raise SystemExit(f"{concurrency} worker process(es): {rendered} of {orgs} rendered")
@@ -135,6 +140,47 @@ def close_once(
         "invoices_rendered": rendered,
         "emails": progress.done.get("email", 0),
         "load_average_before": load,
+        "worker_cpu_seconds": round(worker_cpu, 2),
+        "worker_cpu_per_org": round(worker_cpu / orgs, 4),
+    }
+
+
+def children_cpu() -> float:  # float-ok: seconds
+    """User and system CPU seconds of this process's ended (and waited-for) descendants."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def own_cpu() -> float:  # float-ok: seconds
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def close_in_process(base_url: str, folder: Path, smtp_port: int, orgs: int) -> dict[str, Any]:
+    """The same close in this process (`billing close` without a broker, one render process),
+    its CPU: this process's and that of any process it started and waited for."""
+    from billing.close.inline import close_period
+    from billing.config import Settings
+
+    with throwaway_database("billing_bench_inline") as database_url:
+        env = worker_environment(database_url, base_url, folder, smtp_port)
+        fields = {**_settings_fields(env), "broker_url": None, "render_processes": 1}
+        fields["output_dir"] = folder / "in-process"
+        fields.update(email_backend="smtp", smtp_url=env["BILLING_SMTP_URL"])
+        fields["smtp_rate_per_second"] = float(env["BILLING_SMTP_RATE_PER_SECOND"])
+        settings = Settings(_env_file=None, **fields)
+        cpu_before = own_cpu() + children_cpu()
+        started = time.perf_counter()
+        result = close_period(settings, PERIOD, trigger="bench")
+        seconds = time.perf_counter() - started
+        cpu = own_cpu() + children_cpu() - cpu_before
+    if result.pdfs_rendered != orgs:
+        raise SystemExit(f"in process: {result.pdfs_rendered} of {orgs} statements rendered")
+    print(f"  in process: {seconds:.1f} s, {cpu:.1f} s of CPU", file=sys.stderr, flush=True)
+    return {
+        "seconds": round(seconds, 2),
+        "cpu_seconds": round(cpu, 2),
+        "cpu_per_org": round(cpu / orgs, 4),
     }
 
 
@@ -172,10 +218,15 @@ def run_bench(orgs: int, seed: int, page_size: int, pools: list[int]) -> dict[st
         ):
             folder = Path(scratch)
             write_org_directory(folder / "orgs.yaml", orgs)
+            figures["in_process"] = close_in_process(base_url, folder, sink.port, orgs)
             for concurrency in pools:
                 figures["runs"].append(close_once(concurrency, base_url, folder, sink.port, orgs))
     finally:
         sink.stop()
+    for run in figures["runs"]:  # the issue's target: at most 1.2x the in-process CPU per org
+        run["cpu_per_org_vs_in_process"] = round(
+            run["worker_cpu_per_org"] / figures["in_process"]["cpu_per_org"], 2
+        )
     by_pool = {run["concurrency"]: run["seconds"] for run in figures["runs"]}
     if 1 in by_pool and 2 in by_pool:
         speedup = by_pool[1] / by_pool[2]
@@ -200,7 +251,9 @@ def main() -> None:
     for run in figures["runs"]:
         print(
             f"close of {args.orgs:,} orgs on {run['concurrency']} Celery worker process(es): "
-            f"{run['seconds']:.1f} s"
+            f"{run['seconds']:.1f} s; CPU per org {run['worker_cpu_per_org']} s, "
+            f"{run['cpu_per_org_vs_in_process']}x the in-process close's "
+            f"({figures['in_process']['cpu_per_org']} s)"
         )
     if "speedup_2_vs_1" in figures:
         print(

@@ -8,9 +8,11 @@ from typing import Any
 
 from celery import Celery
 from celery.schedules import crontab
+from celery.signals import worker_init, worker_process_init
 from kombu import Exchange, Queue  # type: ignore[attr-defined]
 
 from billing.config import Settings, get_settings
+from billing.db.engine import keep_engines
 
 FETCH_QUEUE = "billing.fetch"  # begin, fetch, rate batches, report, sweep, review finalize
 RENDER_QUEUE = "billing.render"  # one task per invoice: PDF and CSV
@@ -123,3 +125,13 @@ def create_app(settings: Settings) -> Celery:
 
 
 app = create_app(get_settings())
+
+
+def _keep_engines(**_: Any) -> None:
+    """A worker process keeps one ledger engine per database across its tasks (an engine, its
+    pool and a migration check per task cost more than many a step's own work)."""
+    keep_engines()
+
+
+worker_init.connect(_keep_engines, weak=False)  # the pool's parent (and a solo pool)
+worker_process_init.connect(_keep_engines, weak=False)  # each prefork child

@@ -133,9 +133,40 @@ def open_ledger(settings: Settings, *, migrate: bool | None = None) -> Engine:
     )
 
 
+# A long-lived process (a Celery worker) keeps one engine per database URL across its tasks,
+# migrated once, instead of an engine, a pool and a migration check per task (keep_engines).
+_kept_engines: dict[str, Engine] | None = None
+_migrated_urls: set[str] = set()
+
+
+def keep_engines() -> None:
+    """From now on, in this process, `ledger` hands out one engine per database URL, checked
+    for migrations once and kept open (called when a Celery worker process starts)."""
+    global _kept_engines
+    if _kept_engines is None:
+        _kept_engines = {}
+
+
+def _kept_engine(settings: Settings, migrate: bool | None) -> Engine:
+    assert _kept_engines is not None
+    url = settings.database_url
+    engine = _kept_engines.get(url)
+    if engine is None:
+        engine = _kept_engines[url] = make_engine(url)
+    wanted = settings.auto_migrate if migrate is None else migrate
+    if wanted and url not in _migrated_urls:
+        upgrade_schema(engine)
+        _migrated_urls.add(url)
+    return engine
+
+
 @contextmanager
 def ledger(settings: Settings, *, migrate: bool | None = None) -> Iterator[Engine]:
-    """The ledger's engine for the length of a `with` block, disposed at its end."""
+    """The ledger's engine for the length of a `with` block, disposed at its end (in a process
+    that keeps its engines, the process's engine for the URL, left open)."""
+    if _kept_engines is not None:
+        yield _kept_engine(settings, migrate)
+        return
     engine = open_ledger(settings, migrate=migrate)
     try:
         yield engine
