@@ -29,6 +29,8 @@ from billing.db.credit_notes import refuse_void_of_credited
 from billing.db.outbox import queue_statements, queue_void_notice
 from billing.db.review import held_drafts, on_hold
 from billing.db.tables import (
+    CHARGE_COPY_COLUMNS,
+    LINE_COPY_COLUMNS,
     CreditNoteNumberSequence,
     Invoice,
     InvoiceCharge,
@@ -266,30 +268,8 @@ _INVOICE_COLUMNS = (
     "customer_country",
     "tax_rule",
 )
-_CHARGE_COLUMNS = (
-    "invoice_id",
-    "position",
-    "meter",
-    "description",
-    "unit",
-    "quantity",
-    "included",
-    "billable",
-    "pricing",
-    "amount",
-    "charge_class",
-    "list_amount",
-)
-_LINE_COLUMNS = (
-    "invoice_id",
-    "meter",
-    "api_key_id",
-    "user_id",
-    "quantity",
-    "unit",
-    "amount",
-    "charge_class",
-)
+_CHARGE_COLUMNS = (*CHARGE_COPY_COLUMNS, "list_amount")
+_LINE_COLUMNS = LINE_COPY_COLUMNS
 
 
 def _charge_rows(stored: Sequence[tuple[int, RatedInvoice]]) -> Iterator[tuple[object, ...]]:

@@ -250,6 +250,33 @@ class InvoiceCharge(SQLModel, table=True):
     tax_treatment: str | None = Field(default=None, max_length=16)
 
 
+# The columns every bulk write of charges and lines fills (billing/db/ledger.py for drafts,
+# billing/db/taxes.py for tax charges), in the order their rows are built.
+CHARGE_COPY_COLUMNS = (
+    "invoice_id",
+    "position",
+    "meter",
+    "description",
+    "unit",
+    "quantity",
+    "included",
+    "billable",
+    "pricing",
+    "amount",
+    "charge_class",
+)
+LINE_COPY_COLUMNS = (
+    "invoice_id",
+    "meter",
+    "api_key_id",
+    "user_id",
+    "quantity",
+    "unit",
+    "amount",
+    "charge_class",
+)
+
+
 class InvoiceLine(SQLModel, table=True):
     """A meter charge's share for one API key and user (the chargeback grain)."""
 

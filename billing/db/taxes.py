@@ -11,7 +11,13 @@ from sqlalchemy import bindparam, delete, select, update
 from sqlmodel import Session, col
 
 from billing.db.bulk import copy_rows
-from billing.db.tables import Invoice, InvoiceCharge, InvoiceLine
+from billing.db.tables import (
+    CHARGE_COPY_COLUMNS,
+    LINE_COPY_COLUMNS,
+    Invoice,
+    InvoiceCharge,
+    InvoiceLine,
+)
 from billing.domain import TaxRule
 from billing.money import decimal_to_minor, minor_to_decimal
 from billing.states import ChargeClass, InvoiceStatus
@@ -117,28 +123,5 @@ def _retax_chunk(session: Session, ids: list[int]) -> None:
             session.expire(loaded)
 
 
-_TAX_CHARGE_COLUMNS = (
-    "invoice_id",
-    "position",
-    "meter",
-    "description",
-    "unit",
-    "quantity",
-    "included",
-    "billable",
-    "pricing",
-    "amount",
-    "charge_class",
-    "tax_percent",
-    "tax_treatment",
-)
-_TAX_LINE_COLUMNS = (
-    "invoice_id",
-    "meter",
-    "api_key_id",
-    "user_id",
-    "quantity",
-    "unit",
-    "amount",
-    "charge_class",
-)
+_TAX_CHARGE_COLUMNS = (*CHARGE_COPY_COLUMNS, "tax_percent", "tax_treatment")
+_TAX_LINE_COLUMNS = LINE_COPY_COLUMNS
