@@ -510,7 +510,11 @@ def run_stages(
     figures["render_workers_peak_rss_mib"] = round(children_peak_rss_mib(), 1)
     with clock.stage("write CSVs", "CSVs") as stage:
         for statement in iter_statements(engine, PERIOD):
-            write_atomically(folder, f"{safe_stem(statement.org_id)}.csv", statement_csv(statement))
+            write_atomically(
+                folder,
+                f"{safe_stem(statement.org_id)}.csv",
+                statement_csv(statement, issuer_name=settings.issuer_name),
+            )
             stage.count += 1
 
     environment = template_environment(settings.templates_dir, settings.locale)

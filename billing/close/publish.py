@@ -94,12 +94,16 @@ class CloseResult:
 
 def render_documents(renderer: StatementRenderer, statement: Statement) -> StatementDocuments:
     """PDF and CSV bytes of one stored statement (rendering never re-rates)."""
-    return documents_of(statement, renderer.pdf(statement))
+    return documents_of(statement, renderer.pdf(statement), renderer.issuer_name)
 
 
-def documents_of(statement: Statement, pdf: bytes) -> StatementDocuments:
+def documents_of(statement: Statement, pdf: bytes, issuer_name: str) -> StatementDocuments:
+    """A statement's PDF as given and its CSV (FOCUS columns naming `issuer_name`)."""
     return StatementDocuments(
-        statement=statement, pdf=pdf, csv=statement_csv(statement), stem=safe_stem(statement.org_id)
+        statement=statement,
+        pdf=pdf,
+        csv=statement_csv(statement, issuer_name=issuer_name),
+        stem=safe_stem(statement.org_id),
     )
 
 
@@ -118,7 +122,7 @@ def keyed_documents(
     """One statement's documents for its live file (`<org>.pdf`): the PDF reused when its key
     matches, else rendered here."""
     keyed = pdfs.pdf(statement, safe_stem(statement.org_id))
-    return documents_of(statement, keyed.pdf), keyed
+    return documents_of(statement, keyed.pdf, pdfs.renderer.issuer_name), keyed
 
 
 def output_folder(settings: Settings, period: BillingPeriod, say: Progress) -> Path:
@@ -160,7 +164,7 @@ def rendered_statements(
 
     processes = render_processes(settings)
     for statement, pdf in render_pdfs(settings, statements, processes, reuse=stored):
-        yield documents_of(statement, pdf), pdfs.keyed(statement, pdf)
+        yield documents_of(statement, pdf, settings.issuer_name), pdfs.keyed(statement, pdf)
 
 
 def publish_statements(
@@ -301,7 +305,7 @@ def publish_void(settings: Settings, engine: Engine, invoice: Invoice, say: Prog
     pdfs = StatementPdfs(settings, folder)
     stem = void_stem(invoice.org_id, statement.invoice_number)
     keyed = pdfs.pdf(statement, stem)
-    kept = dataclasses.replace(documents_of(statement, keyed.pdf), stem=stem)
+    kept = dataclasses.replace(documents_of(statement, keyed.pdf, settings.issuer_name), stem=stem)
     write_documents(folder, kept, keyed)
     forget_key(folder, safe_stem(invoice.org_id))
     for suffix in (".pdf", ".csv"):

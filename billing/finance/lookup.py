@@ -383,7 +383,8 @@ def statement_file(
         path = folder / f"{stem}.{kind}"
         if not path.is_file():
             [statement] = statements_for(session, BillingPeriod.parse(invoice.period), [invoice])
-            documents = documents_of(statement, shared_renderer(settings).pdf(statement))
+            renderer = shared_renderer(settings)
+            documents = documents_of(statement, renderer.pdf(statement), renderer.issuer_name)
             write_documents(folder, dataclasses.replace(documents, stem=stem))
         if invoice.number is not None:
             name = safe_stem(invoice.number) + ("-VOID" if void else "")

@@ -8,7 +8,14 @@ from pathlib import Path
 
 from billing.credit_notes import CreditNoteDocument
 from billing.money import format_minor
-from billing.statements.csv_files import SERVICE_NAME, STATEMENT_COLUMNS, neutralise, to_csv
+from billing.statements.csv_files import (
+    SERVICE_CATEGORY,
+    SERVICE_NAME,
+    STATEMENT_COLUMNS,
+    cells_in_order,
+    neutralise,
+    to_csv,
+)
 from billing.statements.files import safe_stem, write_atomically
 from billing.statements.formatting import utc_timestamp
 from billing.statements.pdf import StatementRenderer
@@ -16,47 +23,50 @@ from billing.statements.pdf import StatementRenderer
 CREDIT_NOTE_COLUMNS = (*STATEMENT_COLUMNS, "x_CreditNote", "x_Settlement")
 
 
-def credit_note_csv(note: CreditNoteDocument) -> bytes:
-    """One row per credited line: InvoiceId is the credited invoice, ChargeCategory `Credit`,
-    BilledCost = EffectiveCost = ListCost = minus the credited amount (so the rows sum to minus
-    the credit note's total); quantities are empty (a credit is money, not usage)."""
+def credit_note_csv(note: CreditNoteDocument, *, issuer_name: str) -> bytes:
+    """One row per credited line: InvoiceId is the credited invoice, ChargeCategory `Credit`
+    (`Tax` for tax credited, per rate), BilledCost = EffectiveCost = ListCost = ContractedCost
+    = minus the credited amount (so the rows sum to minus the credit note's total); quantities
+    are null (a credit is money, not usage)."""
     period = note.billing_period
     start, end = utc_timestamp(period.start), utc_timestamp(period.end)
     pricing = neutralise(f"credits {note.invoice_number} ({note.period})")
+    issuer = neutralise(issuer_name)
     rows = []
     for line in note.lines:
         cost = format_minor(-line.amount, note.currency)
-        rows.append(
-            (
-                neutralise(note.org_id),
-                neutralise(note.org_name),
-                neutralise(line.api_key_id),
-                neutralise(note.invoice_number),
-                start,
-                end,
-                start,
-                end,
-                "Tax" if line.charge_class == "tax" else "Credit",  # tax credited, per rate
-                "",
-                neutralise(line.description),
-                "",
-                "",
-                "",
-                "",
-                "",
-                cost,
-                cost,
-                cost,
-                neutralise(note.currency),
-                SERVICE_NAME,
-                neutralise(line.user_id),
-                neutralise(line.meter),
-                neutralise(note.rate_card),
-                pricing,
-                neutralise(note.number),
-                neutralise(note.settlement),
-            )
-        )
+        cells = {
+            "BillingAccountId": neutralise(note.org_id),
+            "BillingAccountName": neutralise(note.org_name),
+            "SubAccountId": neutralise(line.api_key_id),
+            "SubAccountName": neutralise(line.api_key_id),
+            "InvoiceId": neutralise(note.invoice_number),
+            "InvoiceIssuerName": issuer,
+            "ProviderName": issuer,
+            "PublisherName": issuer,
+            "BillingPeriodStart": start,
+            "BillingPeriodEnd": end,
+            "ChargePeriodStart": start,
+            "ChargePeriodEnd": end,
+            "ChargeCategory": "Tax" if line.charge_class == "tax" else "Credit",
+            "ChargeDescription": neutralise(line.description),
+            "ChargeFrequency": "One-Time",
+            "BilledCost": cost,
+            "EffectiveCost": cost,
+            "ListCost": cost,
+            "ContractedCost": cost,
+            "BillingCurrency": neutralise(note.currency),
+            "ServiceCategory": SERVICE_CATEGORY,
+            "ServiceName": SERVICE_NAME,
+            "x_UserId": neutralise(line.user_id),
+            "x_Meter": neutralise(line.meter),
+            "x_RateCard": neutralise(note.rate_card),
+            "x_Pricing": pricing,
+            "x_ChargeClass": neutralise(line.charge_class),
+            "x_CreditNote": neutralise(note.number),
+            "x_Settlement": neutralise(note.settlement),
+        }
+        rows.append(cells_in_order(cells, CREDIT_NOTE_COLUMNS))
     return to_csv(CREDIT_NOTE_COLUMNS, rows)
 
 
@@ -79,7 +89,8 @@ class CreditNoteFiles:
 
 
 def render_credit_note(renderer: StatementRenderer, note: CreditNoteDocument) -> CreditNoteFiles:
-    return CreditNoteFiles(note, renderer.credit_note_pdf(note), credit_note_csv(note))
+    csv = credit_note_csv(note, issuer_name=renderer.issuer_name)
+    return CreditNoteFiles(note, renderer.credit_note_pdf(note), csv)
 
 
 def write_credit_note(folder: Path, files: CreditNoteFiles) -> list[Path]:

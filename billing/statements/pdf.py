@@ -214,6 +214,11 @@ class StatementRenderer:
         return self._environment
 
     @property
+    def issuer_name(self) -> str:
+        """The issuer the documents name (BILLING_ISSUER_NAME), also in their CSVs."""
+        return self._issuer_name
+
+    @property
     def optimised(self) -> bool:
         """Whether PDFs print through the optimised path (the chart as an image from memory, no
         whitespace between block tags) rather than the plain one."""

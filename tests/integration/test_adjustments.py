@@ -207,7 +207,7 @@ def test_adjustments_split_exactly_take_the_discount_and_move_the_minimum(
     # the org's discount on a row of its own (issue 19): -12.35, not the -11.12 it nets to.
     assert money(Decimal("-12.35"), "USD", settings.locale) in text
     statement = csv_rows(folder / f"{DISCOUNTED}.csv")
-    adjusted = [row for row in statement if row["ChargeClass"] == "Adjustment"]
+    adjusted = [row for row in statement if row["x_ChargeClass"] == "adjustment"]
     assert {row["ChargeCategory"] for row in adjusted} == {"Adjustment"}
     assert sum(Decimal(row["BilledCost"]) for row in adjusted) == Decimal("6.88")
     assert {row["ChargeDescription"] for row in adjusted} == {
@@ -259,7 +259,7 @@ def test_an_adjustment_survives_a_re_close_and_is_applied_once_finalized(
         adjusted = [
             row
             for row in csv_rows(final.folder / f"{DISCOUNTED}.csv")
-            if row["ChargeClass"] == "Adjustment"
+            if row["x_ChargeClass"] == "adjustment"
         ]
         assert {row["InvoiceId"] for row in adjusted} == {number}
 

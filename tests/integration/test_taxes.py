@@ -234,7 +234,8 @@ def test_a_taxed_close_adjustment_and_credit_notes_by_hand(
         statement = csv_rows((folder / "org-0004.csv").read_bytes())
         [tax_row] = [row for row in statement if row["ChargeCategory"] == "Tax"]
         assert (tax_row["ChargeClass"], tax_row["ChargeDescription"]) == ("", "TVA 20%")
-        assert (tax_row["ConsumedQuantity"], tax_row["ListUnitPrice"]) == ("", "")
+        assert (tax_row["ConsumedQuantity"], tax_row["x_ListUnitPrice"]) == ("", "")
+        assert (tax_row["PricingQuantity"], tax_row["PricingUnit"]) == ("", "")
         assert decimal(tax_row["BilledCost"]) == taxes["org-0004"]
         assert tax_row["x_Meter"] == "fr-vat-standard"
         # Allocation stays on net amounts: the tax is nobody's cost centre.

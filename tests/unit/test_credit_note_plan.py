@@ -159,7 +159,9 @@ def test_credit_notes_never_exceed_the_invoice_total() -> None:
 
 def test_the_csv_credits_the_original_invoice_with_negative_costs() -> None:
     note = sample_credit_note(org_id="=org", org_name="Acme", billing_address="")
-    header, *body = list(csv.reader(io.StringIO(credit_note_csv(note).decode())))
+    header, *body = list(
+        csv.reader(io.StringIO(credit_note_csv(note, issuer_name="MKA1, Inc.").decode()))
+    )
     assert (
         tuple(header) == CREDIT_NOTE_COLUMNS == (*STATEMENT_COLUMNS, "x_CreditNote", "x_Settlement")
     )

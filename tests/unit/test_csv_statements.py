@@ -21,11 +21,16 @@ from billing.statements.csv_files import (
 from tests.support.factories import charge, line, statement
 
 PERIOD = BillingPeriod.parse("2026-10")
+ISSUER = "MKA1, Inc."
 FOCUS_COLUMNS = (
     "BillingAccountId",
     "BillingAccountName",
     "SubAccountId",
+    "SubAccountName",
     "InvoiceId",
+    "InvoiceIssuerName",
+    "ProviderName",
+    "PublisherName",
     "BillingPeriodStart",
     "BillingPeriodEnd",
     "ChargePeriodStart",
@@ -33,23 +38,26 @@ FOCUS_COLUMNS = (
     "ChargeCategory",
     "ChargeClass",
     "ChargeDescription",
+    "ChargeFrequency",
     "ConsumedQuantity",
     "ConsumedUnit",
+    "PricingCategory",
     "PricingQuantity",
     "PricingUnit",
-    "ListUnitPrice",
     "BilledCost",
     "EffectiveCost",
     "ListCost",
+    "ContractedCost",
     "BillingCurrency",
+    "ServiceCategory",
     "ServiceName",
 )
 NUMERIC_COLUMNS = (
-    "ConsumedQuantity",
     "PricingQuantity",
     "BilledCost",
     "EffectiveCost",
     "ListCost",
+    "ContractedCost",
 )
 
 
@@ -76,13 +84,16 @@ def sample() -> Statement:
 
 
 def test_header_is_focus_columns_in_order_then_custom_x_columns() -> None:
-    header = next(csv.reader(io.StringIO(statement_csv(sample()).decode("utf-8"))))
+    header = next(
+        csv.reader(io.StringIO(statement_csv(sample(), issuer_name=ISSUER).decode("utf-8")))
+    )
     assert tuple(header) == STATEMENT_COLUMNS
     assert tuple(header[: len(FOCUS_COLUMNS)]) == FOCUS_COLUMNS
     custom = header[len(FOCUS_COLUMNS) :]
     assert custom[:2] == ["x_UserId", "x_Meter"]
     assert all(name.startswith("x_") for name in custom)
     assert "x_RateCard" in custom
+    assert "x_ListUnitPrice" in custom
 
 
 def test_billed_cost_sums_per_invoice_id_to_the_invoice_total() -> None:
@@ -102,7 +113,7 @@ def test_billed_cost_sums_per_invoice_id_to_the_invoice_total() -> None:
     ]
     sums: dict[str, Decimal] = {}
     for item in statements:
-        for row in rows(statement_csv(item)):
+        for row in rows(statement_csv(item, issuer_name=ISSUER)):
             sums[row["InvoiceId"]] = sums.get(row["InvoiceId"], Decimal(0)) + Decimal(
                 row["BilledCost"]
             )
@@ -112,7 +123,7 @@ def test_billed_cost_sums_per_invoice_id_to_the_invoice_total() -> None:
 
 
 def test_one_row_per_line_item_with_categories_and_plain_numbers() -> None:
-    written = rows(statement_csv(sample()))
+    written = rows(statement_csv(sample(), issuer_name=ISSUER))
     assert len(written) == 6
     assert [row["ChargeCategory"] for row in written] == ["Usage"] * 5 + ["Adjustment"]
     assert written[0]["SubAccountId"] == "k1"
@@ -120,6 +131,12 @@ def test_one_row_per_line_item_with_categories_and_plain_numbers() -> None:
     assert written[1]["x_UserId"] == ""
     assert written[-1]["SubAccountId"] == ""
     assert written[0]["x_RateCard"] == "standard@2026-07-01"
+    assert written[0]["SubAccountName"] == "k1"  # no key names in billing: the id
+    assert written[0]["InvoiceIssuerName"] == written[0]["ProviderName"] == ISSUER
+    assert written[0]["ChargeFrequency"] == "Usage-Based"
+    assert written[-1]["ChargeFrequency"] == "Recurring"  # the minimum top-up
+    assert written[-1]["ConsumedQuantity"] == ""  # an Adjustment consumes nothing
+    assert written[-1]["PricingQuantity"] == "3.25"
     for row in written:
         for column in NUMERIC_COLUMNS:
             assert re.fullmatch(r"-?\d+(\.\d+)?", row[column]), (column, row[column])
@@ -127,10 +144,10 @@ def test_one_row_per_line_item_with_categories_and_plain_numbers() -> None:
 
 
 def test_list_unit_price_only_for_a_single_unit_price() -> None:
-    written = rows(statement_csv(sample()))
-    assert written[0]["ListUnitPrice"] == "0.12"
-    assert written[3]["ListUnitPrice"] == ""  # graduated tiers have no single list price
-    assert written[5]["ListUnitPrice"] == ""
+    written = rows(statement_csv(sample(), issuer_name=ISSUER))
+    assert written[0]["x_ListUnitPrice"] == "0.12"
+    assert written[3]["x_ListUnitPrice"] == ""  # graduated tiers have no single list price
+    assert written[5]["x_ListUnitPrice"] == ""
     assert list_unit_price(charge("d", "1", "0.12 / hour, min 1.00"), "hour") == ""
     assert list_unit_price(charge("d", "1", "0.12 / hour, less 10%"), "hour") == ""
     assert list_unit_price(charge("d", "1", "0.50 per 1000 request"), "request") == ""
@@ -139,7 +156,7 @@ def test_list_unit_price_only_for_a_single_unit_price() -> None:
 
 
 def test_timestamps_are_utc_seconds_with_z() -> None:
-    row = rows(statement_csv(sample()))[0]
+    row = rows(statement_csv(sample(), issuer_name=ISSUER))[0]
     stamp = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z")
     for column in (
         "BillingPeriodStart",
@@ -163,7 +180,7 @@ def test_formula_cells_are_neutralised_in_every_text_column(text: str) -> None:
         charges=(charge("duration", "-1.50", "0.12 / hour"),),
         lines=(line("duration", "-1.50", text, text),),
     )
-    row = rows(statement_csv(hostile))[0]
+    row = rows(statement_csv(hostile, issuer_name=ISSUER))[0]
     for column in ("BillingAccountId", "BillingAccountName", "SubAccountId", "x_UserId"):
         assert row[column].startswith("'"), (column, row[column])
         assert "\t" not in row[column]
@@ -197,5 +214,7 @@ def test_control_rtl_and_zero_width_characters(cell: str, expected: str) -> None
 
 def test_clean_text_keeps_printable_text() -> None:
     assert clean_text("Globex Analytics, Inc.") == "Globex Analytics, Inc."
-    row = rows(statement_csv(statement(org_name="A\u202eB\x07C", lines=sample().lines)))[0]
+    row = rows(
+        statement_csv(statement(org_name="A\u202eB\x07C", lines=sample().lines), issuer_name=ISSUER)
+    )[0]
     assert row["BillingAccountName"] == "AB C"

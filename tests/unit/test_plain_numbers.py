@@ -95,16 +95,20 @@ def test_every_csv_row_is_the_same_however_the_database_hands_numbers_back(
         lines=(line("duration", amount, "key-1", "user-1"),),
     )
     from_postgres = as_postgres_returns_it(stored)
-    assert statement_csv(from_postgres) == statement_csv(stored)
+    assert statement_csv(from_postgres, issuer_name="MKA1, Inc.") == statement_csv(
+        stored, issuer_name="MKA1, Inc."
+    )
     assert summary_row(from_postgres) == summary_row(stored)
     centres = CostCentreMap()
     assert [allocation_cells(row) for row in org_allocation(from_postgres, centres)] == [
         allocation_cells(row) for row in org_allocation(stored, centres)
     ]
-    written = next(csv.DictReader(io.StringIO(statement_csv(from_postgres).decode())))
+    written = next(
+        csv.DictReader(io.StringIO(statement_csv(from_postgres, issuer_name="MKA1, Inc.").decode()))
+    )
     assert written["BilledCost"] == format_minor(Decimal(amount), currency)
     assert written["ConsumedQuantity"] == "3.25"
-    assert written["ListUnitPrice"] == "0.10"  # as the card writes it
+    assert written["x_ListUnitPrice"] == "0.10"  # as the card writes it
 
 
 def test_a_changed_currency_writes_each_total_at_its_own_minor_unit() -> None:
