@@ -132,6 +132,12 @@ class Settings(BaseSettings):
     webhook_timeout_seconds: float = Field(  # float-ok: seconds
         10.0, gt=0, validation_alias=_env("BILLING_WEBHOOK_TIMEOUT_SECONDS")
     )
+    # Monthly budgets with alert thresholds (YAML, billing/catalog/budgets.py); unset: no
+    # month-to-date check. The daily check runs at this hour (UTC) from Celery beat.
+    budgets: Path | None = Field(None, validation_alias=_env("BILLING_BUDGETS"))
+    budget_check_hour: int = Field(
+        6, ge=0, le=23, validation_alias=_env("BILLING_BUDGET_CHECK_HOUR")
+    )
     report_swing_percent: Decimal = Field(
         Decimal(50), ge=0, validation_alias=_env("BILLING_REPORT_SWING_PERCENT")
     )
@@ -156,7 +162,7 @@ class Settings(BaseSettings):
             return tuple(part.strip() for part in value.split(",") if part.strip())
         return value
 
-    @field_validator("cost_centres", "webhooks", "tax_rates", mode="before")
+    @field_validator("cost_centres", "webhooks", "tax_rates", "budgets", mode="before")
     @classmethod
     def _blank_path_is_unset(cls, value: object) -> object:
         return None if value == "" else value

@@ -149,6 +149,7 @@ class WebhookEventType(StrEnum):
     CREDIT_NOTE_CREATED = "credit_note.created"
     RUN_SUCCEEDED = "run.succeeded"
     RUN_FAILED = "run.failed"
+    BUDGET_THRESHOLD_REACHED = "budget.threshold_reached"
 
 
 class WebhookDeliveryStatus(StrEnum):
@@ -157,3 +158,20 @@ class WebhookDeliveryStatus(StrEnum):
     PENDING = "pending"
     DELIVERED = "delivered"
     FAILED = "failed"
+
+
+class BudgetScope(StrEnum):
+    """What a budget (BILLING_BUDGETS) watches: an org, a cost centre or an API key."""
+
+    ORG = "org"
+    COST_CENTRE = "cost_centre"
+    API_KEY = "api_key"
+
+
+class AlertEmailStatus(StrEnum):
+    """A budget alert's email: waiting to be sent, sent, given up on, or nobody to tell."""
+
+    PENDING = "pending"
+    SENT = "sent"
+    FAILED = "failed"
+    NO_CONTACT = "no contact"

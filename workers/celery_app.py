@@ -30,6 +30,7 @@ ROUTES = {
     "workers.tasks.render_invoice": RENDER_QUEUE,
     "workers.tasks.email_invoice": EMAIL_QUEUE,
     "workers.tasks.deliver_webhooks": EMAIL_QUEUE,
+    "workers.tasks.check_budgets": FETCH_QUEUE,
 }
 
 
@@ -63,7 +64,8 @@ def delivery_policy(settings: Settings) -> dict[str, Any]:
 def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
     """The close of the previous month on the configured day and hour (UTC), expiring so a
     late beat never runs a stale close, the sweep of stalled runs, and the finalize of the
-    periods whose review window (BILLING_REVIEW_DAYS) has ended."""
+    periods whose review window (BILLING_REVIEW_DAYS) has ended, webhook delivery and the daily
+    budget check (BILLING_BUDGET_CHECK_HOUR)."""
     return {
         "close-previous-month": {
             "task": "workers.tasks.close_previous_month",
@@ -89,6 +91,13 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
             "task": "workers.tasks.deliver_webhooks",
             "schedule": timedelta(minutes=1),
             "options": {"expires": 60},
+        },
+        # The month-to-date budget check (a no-op without BILLING_BUDGETS); a missed day is
+        # caught up by the next, and an alert never fires twice (the ledger decides).
+        "check-budgets": {
+            "task": "workers.tasks.check_budgets",
+            "schedule": crontab(minute="30", hour=str(settings.budget_check_hour)),
+            "options": {"expires": 12 * 3600},
         },
     }
 

@@ -19,6 +19,7 @@ from billing.close.review import finalize_due_reviews as finalize_ended_windows
 from billing.close.steps import CloseOptions
 from billing.config import get_settings
 from billing.errors import BillingError, PeriodBusy, UpstreamUnavailable
+from billing.finance.budgets import check_budgets as check_budgets_now
 from billing.finance.webhooks import deliver_due
 from billing.periods import BillingPeriod
 from billing.states import UnitStep
@@ -185,3 +186,16 @@ def deliver_webhooks() -> dict[str, object]:
         "failed": counts.failed,
         "deferred": counts.deferred,
     }
+
+
+@app.task(name="workers.tasks.check_budgets", **STEP)
+def check_budgets(self: Task) -> dict[str, object]:
+    """The daily month-to-date check of BILLING_BUDGETS (beat): spend recorded, each threshold
+    alerted once per period and scope (a rerun, a retry or a restarted beat fires nothing twice:
+    the ledger's unique constraint decides). A no-op without BILLING_BUDGETS."""
+    settings = get_settings()
+    if settings.budgets is None:
+        return {"period": None, "fired": 0}
+    check = check_budgets_now(settings)
+    deliver_webhooks.delay()
+    return {"period": check.period, "fired": len(check.fired), "sent": check.emails_sent}

@@ -20,6 +20,7 @@ import typer
 # so that `billing --help` and `billing --version` answer at once.
 from billing.cli.access import tokens_app, users_app
 from billing.cli.adjust import adjust_command  # noqa: F401 (registers `billing invoices adjust`)
+from billing.cli.budgets import budgets_app
 from billing.cli.console import (
     FormatOption,
     OutputFormat,
@@ -79,6 +80,7 @@ app.add_typer(credits_app, name="credits")
 app.add_typer(users_app, name="users")
 app.add_typer(tokens_app, name="tokens")
 app.add_typer(webhooks_app, name="webhooks")
+app.add_typer(budgets_app, name="budgets")
 
 
 def _print_version(wanted: bool) -> None:
@@ -542,9 +544,10 @@ def ratecards_check(
         typer.Option(metavar="FILE", help="Org directory (default: BILLING_ORGS)."),
     ] = None,
 ) -> None:
-    """Validate every rate card and the org directory; list each problem with file and line,
-    then the months each card (and so each org) can be billed for."""
+    """Validate every rate card, the org directory, the tax rates and the budgets; list each
+    problem with file and line, then the months each card (and so each org) can be billed for."""
     from billing.catalog import check_catalog, load_org_directory, load_rate_cards
+    from billing.catalog.budgets import check_budgets
     from billing.catalog.coverage import (
         card_uses,
         describe_months,
@@ -558,13 +561,16 @@ def ratecards_check(
     problems = check_catalog(cards_folder, orgs_file)
     tax_problems, tax_warning = check_taxes(settings, orgs_file)
     problems += tax_problems
+    if settings.budgets is not None:
+        problems += check_budgets(settings.budgets)
     if tax_warning:
         err.print(tax_warning, highlight=False, soft_wrap=True, markup=False)
     for problem in problems:
         err.print(problem, highlight=False, soft_wrap=True, markup=False)
     if problems:
         raise ConfigError(
-            f"{len(problems)} problem(s) in the rate cards, the org directory or the tax rates"
+            f"{len(problems)} problem(s) in the rate cards, the org directory, the tax rates "
+            "or the budgets"
         )
     catalog = load_rate_cards(cards_folder)
     out.print(f"ok: {len(catalog.cards)} rate-card versions of {len(catalog.ids())} cards")

@@ -37,6 +37,8 @@ TEMPLATES = (
     "email/statement.html",
     "email/void_subject.txt",
     "email/void_notice.txt",
+    "email/budget_subject.txt",
+    "email/budget_alert.txt",
 )
 
 

@@ -670,4 +670,53 @@ class WebhookDelivery(SQLModel, table=True):
     delivered_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime()))
 
 
+class BudgetSpend(SQLModel, table=True):
+    """A scope's latest month-to-date spend against its budget (one row per period, scope and
+    currency, replaced by each daily check; 0013)."""
+
+    __tablename__ = "budget_spend"
+    __table_args__ = (
+        UniqueConstraint(
+            "period", "scope", "scope_id", "currency", name="uq_budget_spend_period_scope"
+        ),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    period: str = Field(max_length=7)
+    scope: str = Field(max_length=16)  # BudgetScope
+    scope_id: str = Field(sa_column=_upstream_text())
+    currency: str = Field(max_length=3)
+    budget_amount: Decimal = Field(sa_column=_exact())
+    spend: Decimal = Field(sa_column=_exact())
+    forecast: Decimal = Field(sa_column=_exact())
+    measured_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    usage_results: int = 0
+
+
+class BudgetAlert(SQLModel, table=True):
+    """A threshold a scope's spend reached: at most one per period, scope and threshold (the
+    unique constraint is what makes an alert fire once, across runs and restarts; 0013)."""
+
+    __tablename__ = "budget_alert"
+    __table_args__ = (
+        UniqueConstraint("period", "scope", "scope_id", "threshold", name="uq_budget_alert_once"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    period: str = Field(max_length=7, index=True)
+    scope: str = Field(max_length=16)  # BudgetScope
+    scope_id: str = Field(sa_column=_upstream_text())
+    threshold: str = Field(max_length=12)  # the percent as written, normalised ("80", "12.5")
+    currency: str = Field(max_length=3)
+    budget_amount: Decimal = Field(sa_column=_exact())
+    spend: Decimal = Field(sa_column=_exact())
+    forecast: Decimal = Field(sa_column=_exact())
+    fired_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    event_id: str | None = Field(default=None, max_length=40)  # its budget.threshold_reached
+    email_to: str = Field(default="", sa_column=Column(Text, nullable=False))  # "; "-joined
+    email_status: str = Field(max_length=16)  # AlertEmailStatus
+    email_attempts: int = 0
+    email_reply: str | None = Field(default=None, sa_column=Column(Text))
+
+
 metadata = SQLModel.metadata

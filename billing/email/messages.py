@@ -304,3 +304,39 @@ def envelope_recipients(message: EmailMessage, bcc: Sequence[str] = ()) -> tuple
         if problem is not None:
             raise ConfigError(f"recipient {address!r} is not a plain email address: {problem}")
     return recipients
+
+
+@dataclass(frozen=True)
+class BudgetAlertNotice:
+    """What a budget alert tells a scope's contacts: spend has reached a threshold."""
+
+    period: str
+    scope: str  # "org", "cost centre", "API key"
+    scope_id: str
+    threshold: str  # percent, e.g. "80"
+    currency: str
+    budget: Decimal
+    spend: Decimal
+    forecast: Decimal
+    fired_at: datetime
+    recipients: tuple[str, ...]
+
+
+def build_budget_alert(
+    notice: BudgetAlertNotice, environment: Environment, letterhead: Letterhead
+) -> EmailMessage:
+    """The message telling a scope's contacts that its month-to-date spend reached a threshold
+    of its budget (no attachments; the same Message-ID on every send)."""
+    context = letterhead.context("a", notice, notice.spend, notice.currency)
+    context["month"] = _month_of(notice.period, letterhead)
+    context["budget"] = letterhead.money(notice.budget, notice.currency)
+    context["forecast"] = letterhead.money(notice.forecast, notice.currency)
+    to = tuple(Address(addr_spec=address) for address in notice.recipients)
+    message = _headed_message(environment, letterhead, context, to, "email/budget_")
+    message["Date"] = formatdate(notice.fired_at.timestamp(), usegmt=True)
+    message["Message-ID"] = _message_id(
+        "budget-alert",
+        f"budget:{notice.period}:{notice.scope}:{notice.scope_id}:{notice.threshold}",
+    )
+    message.set_content(environment.get_template("email/budget_alert.txt").render(context))
+    return message

@@ -26,6 +26,7 @@ NEW_REVISIONS = [
     "0010_review_and_credit",
     "0011_console_and_webhooks",
     "0012_taxes",
+    "0013_budgets",
 ]
 AMOUNT = Decimal("1234567.123456789012")  # 12 decimal places
 

@@ -73,13 +73,13 @@ def test_every_problem_names_file_line_and_field(
         f"{path}:3: field endpoints.0.url: must be an http:// or https:// URL with a host",
         f"{path}:4: field endpoints.0.secret: must be at least 16 characters",
         f"{path}:5: field endpoints.0.events.1: Input should be 'invoice.finalized', "
-        "'invoice.sent', 'invoice.voided', 'credit_note.created', 'run.succeeded' or "
-        "'run.failed'",
+        "'invoice.sent', 'invoice.voided', 'credit_note.created', 'run.succeeded', "
+        "'run.failed' or 'budget.threshold_reached'",
         f"{path}:8: field endpoints.1.secret_env: environment variable "
         "NO_SUCH_SECRET_VARIABLE is not set (or is empty)",
         f'{path}:9: field endpoints.1.events: must be "*" or a list of event types '
         "(invoice.finalized, invoice.sent, invoice.voided, credit_note.created, "
-        "run.succeeded, run.failed)",
+        "run.succeeded, run.failed, budget.threshold_reached)",
         f"{path}:15: field endpoints.2.retries: Extra inputs are not permitted",
     ]
     with pytest.raises(ConfigError) as raised:
