@@ -23,7 +23,7 @@ from billing.finance.invoices import RunDetail, read_run_detail, read_runs
 from billing.finance.lookup import InvoiceListRow, invoice_page
 from billing.money import at_minor_units
 from billing.periods import BillingPeriod
-from billing.statements.allocation import AllocationRow, bucket_order, org_allocation
+from billing.statements.allocation import AllocationRow, allocate
 from billing.states import DeliveryStatus, InvoiceStatus, UnitStatus
 
 # Runs a period summary lists, newest first.
@@ -107,8 +107,9 @@ def recent_periods(engine: Engine, now: datetime, limit: int = 24) -> list[Perio
 
 @dataclass(frozen=True)
 class PeriodAllocation:
-    """The period's cost by cost centre, org, API key and user (allocation.csv's rows), and
-    its totals per currency, which equal the live invoices' totals."""
+    """The period's cost by cost centre, org, API key and user, with the shared rules applied
+    (allocation.csv's rows), and its totals per currency: the live invoices' totals less tax,
+    plus the fixed overheads of the shared rules (docs/CHARGEBACK.md)."""
 
     period: str
     rows: list[AllocationRow]
@@ -119,14 +120,10 @@ def period_allocation(
     settings: Settings, engine: Engine, period: BillingPeriod
 ) -> PeriodAllocation:
     """Every live statement's lines regrouped by BILLING_COST_CENTRES, read 100 invoices at a
-    time; in allocation.csv's order (currency, cost centre with `unallocated` last, org)."""
+    time, by the same `allocate` as allocation.csv; in its order (currency, cost centre with
+    `unallocated` last, org, then each centre's shares)."""
     centres = load_cost_centre_map(settings)
-    rows = [
-        row
-        for statement in iter_statements(engine, period)
-        for row in org_allocation(statement, centres)
-    ]
-    rows.sort(key=lambda row: (*bucket_order(row.currency, row.cost_centre), row.org_id))
+    rows = allocate(iter_statements(engine, period), centres)
     totals = _sum_by_currency([(row.currency, row.billed_cost) for row in rows])
     return PeriodAllocation(str(period), rows, totals)
 

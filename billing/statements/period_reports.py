@@ -21,12 +21,16 @@ from billing.statements.allocation import (
     ALLOCATION_COLUMNS,
     AllocationRow,
     CostCentreMap,
+    OrgRef,
     allocation_cells,
     bucket_order,
     org_allocation,
+    record,
+    share_rows,
 )
 from billing.statements.csv_files import SUMMARY_COLUMNS, neutralise, summary_row
 from billing.statements.files import work_prefix
+from billing.statements.focus import FocusExportWriter
 from billing.statements.render_keys import forget_key, record_key, report_key, stored_pdf
 from billing.statements.reports import (
     CentreTotal,
@@ -38,6 +42,7 @@ from billing.statements.reports import (
     report_html,
     report_pdf,
 )
+from billing.statements.shared_costs import SharingBook
 
 CHANGES_COLUMNS = (
     "org_id",
@@ -50,7 +55,7 @@ CHANGES_COLUMNS = (
     "flag",
 )
 
-REPORT_FILES = ("summary.csv", "allocation.csv", "changes.csv", "summary.pdf")
+REPORT_FILES = ("summary.csv", "allocation.csv", "changes.csv", "focus.csv", "summary.pdf")
 
 
 def csv_lines(rows: Iterable[Sequence[str]]) -> bytes:
@@ -81,13 +86,15 @@ def change_cells(change: OrgChange) -> tuple[str, ...]:
 
 
 class PeriodReportWriter:
-    """summary.csv, allocation.csv, changes.csv and summary.pdf of a period, fed one statement
-    at a time (in org order, each org once) and written at `finish`.
+    """summary.csv, allocation.csv, changes.csv, focus.csv and summary.pdf of a period, fed one
+    statement at a time (in org order, each org once) and written at `finish`.
 
     Per org it keeps an `OrgTotal` and, per cost centre the org's lines reach, where its
     allocation rows lie in a scratch file; summary.csv rows go straight to a temporary file.
-    The rest is small: totals by currency, meter and cost centre, and per currency at most
-    `max_org_rows` (or `top_orgs`) invoices for the PDF's tables. Work files live in a hidden
+    The rest is small: totals by currency, meter and cost centre, per currency at most
+    `max_org_rows` (or `top_orgs`) invoices for the PDF's tables, and for the shared rules
+    (allocation.SharingBook) each centre's direct cost and each source org's sum and invoice
+    number; the shares are written to the scratch file at `finish`. Work files live in a hidden
     folder inside `folder` and the reports replace the old ones by renames, so nothing
     half-written is left behind.
     Use it as a context manager, so a run that stops before `finish` removes its work files.
@@ -122,6 +129,11 @@ class PeriodReportWriter:
         self._texts: dict[str, str] = {}  # one copy of each currency code
         # (currency, cost centre) -> (org ordinal, offset, length) per org in the scratch file
         self._buckets: dict[tuple[str, str], array[int]] = {}
+        # shared rules: the sums they need, the source orgs' invoice numbers, and where the
+        # shares of each (currency, cost centre) lie in the scratch file (offset, length)
+        self._book = SharingBook(centres.shared)
+        self._invoices: dict[int, str] = {}
+        self._shares: dict[tuple[str, str], array[int]] = {}
         self._centre_totals: dict[tuple[str, str], Decimal] = {}
         self._scratch_size = 0
         self._finished = False
@@ -130,6 +142,7 @@ class PeriodReportWriter:
             self._summary: BinaryIO = open(self._work / "summary.csv", "wb")  # noqa: SIM115
             self._scratch: BinaryIO = open(self._work / "allocation.rows", "w+b")  # noqa: SIM115
             self._summary.write(csv_lines([SUMMARY_COLUMNS]))
+            self._focus = FocusExportWriter(self._work / "focus.csv", issuer_name=issuer_name)
         except OSError as error:
             self.close()
             raise OutputError(f"cannot write the reports in {folder}: {error.strerror}") from None
@@ -159,10 +172,15 @@ class PeriodReportWriter:
             OrgTotal(statement.org_id, statement.org_name, currency, statement.total)
         )
         by_centre: dict[str, list[AllocationRow]] = {}
-        for row in org_allocation(statement, self._centres):
+        rows = org_allocation(statement, self._centres)
+        for row in rows:
             by_centre.setdefault(row.cost_centre, []).append(row)
+        record(self._book, ordinal, rows)
+        if any(row.allocated_from for row in rows):
+            self._invoices[ordinal] = statement.invoice_number
         try:
             self._summary.write(csv_lines([summary_row(statement)]))
+            self._focus.add(statement)
             for centre, rows in by_centre.items():
                 chunk = csv_lines(allocation_cells(row) for row in rows)
                 self._scratch.write(chunk)
@@ -179,7 +197,7 @@ class PeriodReportWriter:
         self._tally.add(statement)
 
     def finish(self, previous: Iterable[OrgTotal], facts: RunFacts | None) -> list[Path]:
-        """Write the four reports beside the statements; their paths in REPORT_FILES order.
+        """Write the five reports beside the statements; their paths in REPORT_FILES order.
 
         `previous` holds the previous period's totals (any order) for month over month.
         """
@@ -189,6 +207,8 @@ class PeriodReportWriter:
         try:
             ranks = self._org_ranks()
             self._summary.close()
+            self._focus.finish()
+            self._write_shares()
             self._write_allocation(ranks)
             changes = self._write_changes(previous)
             report = self._tally.report(
@@ -220,7 +240,7 @@ class PeriodReportWriter:
 
     def close(self) -> None:
         """Remove the work files (after `finish`, or instead of it)."""
-        for name in ("_summary", "_scratch"):
+        for name in ("_summary", "_scratch", "_focus"):
             stream = getattr(self, name, None)
             if stream is not None:
                 stream.close()
@@ -243,21 +263,48 @@ class PeriodReportWriter:
         return ranks
 
     def _bucket_keys(self) -> list[tuple[str, str]]:
-        return sorted(self._buckets, key=lambda key: bucket_order(*key))
+        return sorted(
+            self._buckets.keys() | self._shares.keys(), key=lambda key: bucket_order(*key)
+        )
+
+    def _org(self, ordinal: int) -> OrgRef:
+        total = self._totals[ordinal]
+        return OrgRef(total.org_id, total.org_name, self._invoices[ordinal])
+
+    def _write_shares(self) -> None:
+        """The shared rules' rows, appended to the scratch file one target block at a time."""
+        self._scratch.seek(0, os.SEEK_END)
+        for block in self._book.blocks(lambda ordinal: self._totals[ordinal].org_id):
+            rows = list(share_rows(block, self._org))
+            if not rows:
+                continue
+            key = (self._texts.setdefault(block.currency, block.currency), block.centre)
+            chunk = csv_lines(allocation_cells(row) for row in rows)
+            self._scratch.write(chunk)
+            self._shares.setdefault(key, array("q")).extend((self._scratch_size, len(chunk)))
+            self._scratch_size += len(chunk)
+            self._centre_totals[key] = self._centre_totals.get(key, Decimal(0)) + sum(
+                (row.billed_cost for row in rows), Decimal(0)
+            )
 
     def _write_allocation(self, ranks: array[int] | None) -> None:
-        """allocation.csv: each (currency, cost centre) block in order, its orgs in org order."""
+        """allocation.csv: each (currency, cost centre) block in order, its orgs in org order,
+        then its shares in rule order."""
         self._scratch.flush()
         with open(self._work / "allocation.csv", "wb") as target:
             target.write(csv_lines([ALLOCATION_COLUMNS]))
             for key in self._bucket_keys():
-                index = self._buckets[key]
+                index = self._buckets.get(key, array("q"))
                 chunks = [
                     (index[at], index[at + 1], index[at + 2]) for at in range(0, len(index), 3)
                 ]
                 if ranks is not None:
                     chunks.sort(key=lambda chunk: ranks[chunk[0]])
-                for _ordinal, offset, length in chunks:
+                shares = self._shares.get(key, array("q"))
+                places = [(offset, length) for _ordinal, offset, length in chunks] + [
+                    (shares[at], shares[at + 1]) for at in range(0, len(shares), 2)
+                ]
+                for offset, length in places:
                     self._scratch.seek(offset)
                     target.write(self._scratch.read(length))
 

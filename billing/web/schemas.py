@@ -306,6 +306,9 @@ class PeriodSummary(Body):
 
 
 class AllocationRow(Body):
+    """One row of allocation.csv: `amount` is its billed_cost (direct_cost + shared_cost); a
+    share of a shared rule has mapped_by `shared` (docs/CHARGEBACK.md)."""
+
     cost_centre: str
     org_id: str
     org_name: str
@@ -316,10 +319,16 @@ class AllocationRow(Body):
     amount: Money
     line_items: int
     mapped_by: str
+    direct_cost: Money
+    shared_cost: Money
+    allocated_from: str
+    method: str
+    ratio: str
 
 
 class PeriodAllocation(Body):
-    """allocation.csv's rows; per currency they sum exactly to the period's totals."""
+    """allocation.csv's rows; per currency they sum exactly to the period's totals,
+    plus the shared rules' fixed overheads."""
 
     period: str
     rows: list[AllocationRow]

@@ -14,6 +14,7 @@ from sqlalchemy import create_engine, text
 
 from billing.db.engine import normalise_url
 from billing.statements.formatting import money
+from tests.support.focus_spec_check import focus_problems
 
 
 def database_taxes(
@@ -117,7 +118,38 @@ def assert_period_agrees(
         # lines out, so it closes on the total less the tax.
         amount = re.sub(r"\s+", "", money(total - tax_total, row["currency"], locale))
         assert f"Totaloflines{amount}" in printed or f"Totalofsubtotals{amount}" in printed
-    return {org: values[1] for org, values in db.items()}
+    totals = {org: values[1] for org, values in db.items()}
+    assert_period_exports_reconcile(folder, summary, totals)
+    return totals
+
+
+def assert_period_exports_reconcile(
+    folder: Path, summary: list[dict[str, str]], totals: dict[str, Decimal]
+) -> None:
+    """focus.csv passes the FOCUS conformance check and its BilledCost sums to each org's
+    invoice total (`totals`, by org); allocation.csv's billed_cost sums per currency to the
+    invoices' totals less their tax (fixed overheads of shared rules, rows without an org,
+    aside)."""
+    content = (folder / "focus.csv").read_bytes()
+    assert focus_problems(content) == []
+    by_org: dict[str, Decimal] = {}
+    for row in csv.DictReader(io.StringIO(content.decode("utf-8"))):
+        org = row["BillingAccountId"]
+        by_org[org] = by_org.get(org, Decimal(0)) + Decimal(row["BilledCost"])
+    assert by_org == totals
+    untaxed: dict[str, Decimal] = {}
+    for row in summary:
+        amount = Decimal(row["total"]) - Decimal(row["tax"])
+        untaxed[row["currency"]] = untaxed.get(row["currency"], Decimal(0)) + amount
+    allocated: dict[str, Decimal] = {}
+    allocation = (folder / "allocation.csv").read_text(encoding="utf-8")
+    for row in csv.DictReader(io.StringIO(allocation)):
+        if row["org_id"]:
+            allocated[row["currency"]] = allocated.get(row["currency"], Decimal(0)) + Decimal(
+                row["billed_cost"]
+            )
+    for currency, amount in untaxed.items():
+        assert allocated.get(currency, Decimal(0)) == amount, currency
 
 
 def query_one(database_url: str, sql: str) -> tuple[object, ...]:

@@ -195,6 +195,7 @@ def test_streamed_csv_files_equal_the_in_memory_ones(tmp_path: Path) -> None:
         "summary.csv",
         "allocation.csv",
         "changes.csv",
+        "focus.csv",
         "summary.pdf",
     ]
     assert all(path.parent == tmp_path for path in paths)
@@ -278,7 +279,7 @@ def test_an_org_added_twice_is_refused_and_nothing_is_written(
 def test_under_the_bound_the_pdf_lists_every_org(tmp_path: Path) -> None:
     statements = sorted(mixed_statements(), key=lambda item: item.org_id)
     paths = write(tmp_path, statements, previous_totals(statements))
-    text = pdf_text(paths[3])
+    text = pdf_text(paths[4])
     for item in statements:
         assert item.org_name in text
         assert item.invoice_number in text
@@ -295,7 +296,7 @@ def test_over_the_bound_the_pdf_shows_the_largest_and_says_where_the_rest_are(
     statements = sorted(mixed_statements(), key=lambda item: item.org_id)
     previous = previous_totals(statements)
     paths = write(tmp_path, statements, previous, max_org_rows=4, top_orgs=1)
-    text = " ".join(pdf_text(paths[3]).split())
+    text = " ".join(pdf_text(paths[4]).split())
     assert "Invoices 10" in text
     assert "The 4 largest of 10 invoices, by currency; every invoice is in summary.csv." in text
     assert "flagged changes" in text
@@ -382,10 +383,10 @@ def test_memory_per_org_is_small_and_the_pdf_does_not_grow(tmp_path: Path) -> No
     assert (after - at_thousand) / (orgs - 1_000) < 1024  # what each further org costs
 
     small = write(tmp_path / "small", list(synthetic(2 * bound)), previous[: bound // 2], bound)
-    big_pages = len(PdfReader(big[3]).pages)
-    small_pages = len(PdfReader(small[3]).pages)
+    big_pages = len(PdfReader(big[4]).pages)
+    small_pages = len(PdfReader(small[4]).pages)
     assert big_pages <= small_pages + 1
-    text = " ".join(pdf_text(big[3]).split())
+    text = " ".join(pdf_text(big[4]).split())
     assert f"The {bound} largest of 3,000 invoices, by currency" in text
     assert f"of {orgs:,} orgs" in text or "orgs in all" in text
     assert f"The {bound} largest invoices of 334 orgs without a billing contact" in text

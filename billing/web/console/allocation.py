@@ -1,5 +1,6 @@
-"""The Allocation page: the period's cost by cost centre, org, API key and user, each grouped
-per currency with exact Decimal totals, and a bar chart of the cost centres drawn as SVG."""
+"""The Allocation page: the period's cost by cost centre (shared costs applied), shared rule,
+org, API key and user, each grouped per currency with exact Decimal totals, and a bar chart of
+the cost centres drawn as SVG."""
 
 from __future__ import annotations
 
@@ -51,20 +52,22 @@ def group(
     name: Callable[[AllocationRow], str],
     *,
     keep_order: bool = False,
+    amount: Callable[[AllocationRow], Decimal] = lambda row: row.billed_cost,
 ) -> Grouping:
-    """The rows summed per (currency, key), exactly; largest first unless `keep_order`
-    (the rows' own order, as allocation.csv's cost centres)."""
+    """The rows' `amount` (billed cost unless told) summed per (currency, key), exactly;
+    largest first unless `keep_order` (the rows' own order, as allocation.csv's cost
+    centres)."""
     amounts: dict[tuple[str, str | None], Decimal] = {}
     items: dict[tuple[str, str | None], int] = {}
     names: dict[tuple[str, str | None], str] = {}
     for row in rows:
         at = (row.currency, key(row))
-        amounts[at] = amounts.get(at, Decimal(0)) + row.billed_cost
+        amounts[at] = amounts.get(at, Decimal(0)) + amount(row)
         items[at] = items.get(at, 0) + row.line_items
         names.setdefault(at, name(row))
     by_currency: dict[str, list[Share]] = {}
-    for (currency, found), amount in amounts.items():
-        share = Share(found, names[(currency, found)], amount, items[(currency, found)])
+    for (currency, found), summed in amounts.items():
+        share = Share(found, names[(currency, found)], summed, items[(currency, found)])
         by_currency.setdefault(currency, []).append(share)
     if not keep_order:
         for shares in by_currency.values():
@@ -123,8 +126,21 @@ def chart(centres: Grouping) -> Chart:
     return Chart(headings, bars, max(y, 1))
 
 
-def by_org(row: AllocationRow) -> str:
-    return row.org_id
+def by_org(row: AllocationRow) -> str | None:
+    """An org's id; None for a shared rule's fixed overhead, which is on no org's invoice."""
+    return row.org_id or None
+
+
+def org_name(row: AllocationRow) -> str:
+    return row.org_name if row.org_id else f"(fixed overhead: {row.allocated_from})"
+
+
+def share_flow(row: AllocationRow) -> str:
+    return f"{row.allocated_from} → {row.cost_centre}"
+
+
+def direct(row: AllocationRow) -> Decimal:
+    return row.direct_cost
 
 
 @router.get("/periods/{period}/allocation")
@@ -133,29 +149,40 @@ def allocation_page(request: Request, user: User, period: str) -> Response:
     allocation = period_allocation(request.app.state.settings, ledger_engine(request), month)
     rows = allocation.rows
     centres = group(rows, lambda r: r.cost_centre, lambda r: r.cost_centre, keep_order=True)
+    shares = [row for row in rows if row.is_share]
+    tables = [("by-cost-centre", "By cost centre", "Cost centre", centres, False)]
+    if shares:
+        flows = group(shares, share_flow, share_flow)
+        tables.append(("by-shared-rule", "Shared costs", "Rule → cost centre", flows, False))
+    tables += [
+        ("by-org", "By org", "Org", group(rows, by_org, org_name), True),
+        (
+            "by-api-key",
+            "By API key (direct cost)",
+            "API key",
+            group(
+                rows,
+                lambda r: r.api_key_id,
+                lambda r: r.api_key_id or "(no API key)",
+                amount=direct,
+            ),
+            False,
+        ),
+        (
+            "by-user",
+            "By user (direct cost)",
+            "User",
+            group(rows, lambda r: r.user_id, lambda r: r.user_id or "(no user)", amount=direct),
+            False,
+        ),
+    ]
     return page(
         request,
         "allocation.html",
         user,
         period=str(month),
         totals=allocation.totals,
+        shared=bool(shares),
         chart=chart(centres),
-        tables=[
-            ("by-cost-centre", "By cost centre", "Cost centre", centres, False),
-            ("by-org", "By org", "Org", group(rows, by_org, lambda r: r.org_name), True),
-            (
-                "by-api-key",
-                "By API key",
-                "API key",
-                group(rows, lambda r: r.api_key_id, lambda r: r.api_key_id or "(no API key)"),
-                False,
-            ),
-            (
-                "by-user",
-                "By user",
-                "User",
-                group(rows, lambda r: r.user_id, lambda r: r.user_id or "(no user)"),
-                False,
-            ),
-        ],
+        tables=tables,
     )
