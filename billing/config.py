@@ -87,6 +87,8 @@ class Settings(BaseSettings):
         5, ge=1, validation_alias=_env("BILLING_CELERY_MAX_DELIVERIES")
     )
     rate_batch_orgs: int = Field(200, ge=1, validation_alias=_env("BILLING_RATE_BATCH_ORGS"))
+    # Invoices per render and per email task on the workers (each still its own unit).
+    publish_batch: int = Field(20, ge=1, validation_alias=_env("BILLING_PUBLISH_BATCH"))
     close_day: int = Field(2, ge=1, le=28, validation_alias=_env("BILLING_CLOSE_DAY"))
     close_hour: int = Field(6, ge=0, le=23, validation_alias=_env("BILLING_CLOSE_HOUR"))
     close_expires_hours: int = Field(12, ge=1, validation_alias=_env("BILLING_CLOSE_EXPIRES_HOURS"))

@@ -15,8 +15,8 @@ from billing.config import Settings, get_settings
 from billing.db.engine import keep_engines
 
 FETCH_QUEUE = "billing.fetch"  # begin, fetch, rate batches, report, sweep, review finalize
-RENDER_QUEUE = "billing.render"  # one task per invoice: PDF and CSV
-EMAIL_QUEUE = "billing.email"  # one task per invoice: its pending deliveries
+RENDER_QUEUE = "billing.render"  # a batch of invoices per task: PDFs and CSVs
+EMAIL_QUEUE = "billing.email"  # a batch of invoices per task: their pending deliveries
 QUEUES = (FETCH_QUEUE, RENDER_QUEUE, EMAIL_QUEUE)
 
 ROUTES = {
@@ -27,6 +27,8 @@ ROUTES = {
     "workers.tasks.report": FETCH_QUEUE,
     "workers.tasks.sweep": FETCH_QUEUE,
     "workers.tasks.finalize_due_reviews": FETCH_QUEUE,
+    "workers.tasks.render_invoices": RENDER_QUEUE,
+    "workers.tasks.email_invoices": EMAIL_QUEUE,
     "workers.tasks.render_invoice": RENDER_QUEUE,
     "workers.tasks.email_invoice": EMAIL_QUEUE,
     "workers.tasks.deliver_webhooks": EMAIL_QUEUE,

@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from billing.close import distributed
 from billing.close.distributed import Work
 from billing.close.review import finalize_due_reviews as finalize_ended_windows
-from billing.close.steps import CloseOptions
+from billing.close.steps import CloseOptions, in_batches
 from billing.config import get_settings
 from billing.errors import BillingError, PeriodBusy, UpstreamUnavailable
 from billing.finance.budgets import check_budgets as check_budgets_now
@@ -39,15 +39,17 @@ STEP: dict[str, Any] = {
 
 
 def enqueue(work: Work) -> None:
-    """Send the steps a service step asked for."""
+    """Send the steps a service step asked for: renders and emails in batches of
+    BILLING_PUBLISH_BATCH invoices."""
     if work.fetch:
         fetch_usage.delay(work.run_id)
     for unit in work.rate:
         rate_batch.delay(work.run_id, unit)
-    for invoice_id in work.render:
-        render_invoice.delay(work.run_id, invoice_id)
-    for invoice_id in work.email:
-        email_invoice.delay(work.run_id, invoice_id)
+    size = get_settings().publish_batch
+    for batch in in_batches(work.render, size):
+        render_invoices.delay(work.run_id, batch)
+    for batch in in_batches(work.email, size):
+        email_invoices.delay(work.run_id, batch)
     if work.report:
         report.delay(work.run_id)
 
@@ -62,6 +64,9 @@ def _step(step: UnitStep, unit: str, run_id: int, call: Any) -> dict[str, object
         work = call()
     except TRANSIENT:
         raise
+    except distributed.UnitFailed as failed:  # one invoice of a batch
+        distributed.fail_unit(get_settings(), run_id, step, failed.unit, failed.detail)
+        return {"run_id": run_id, "failed": failed.detail}
     except BillingError as error:
         if error.retryable:
             raise
@@ -126,24 +131,50 @@ def rate_batch(self: Task, run_id: int, unit: str) -> dict[str, object]:
     )
 
 
-@app.task(name="workers.tasks.render_invoice", **STEP)
-def render_invoice(self: Task, run_id: int, invoice_id: int) -> dict[str, object]:
+def _batch_label(invoice_ids: list[int]) -> str:
+    return str(invoice_ids[0]) if len(invoice_ids) == 1 else f"{invoice_ids[0]}..{invoice_ids[-1]}"
+
+
+def _render(run_id: int, invoice_ids: list[int]) -> dict[str, object]:
     return _step(
         UnitStep.RENDER,
-        str(invoice_id),
+        _batch_label(invoice_ids),
         run_id,
-        lambda: distributed.render_invoice(get_settings(), run_id, invoice_id, cap=_cap()),
+        lambda: distributed.render_invoices(get_settings(), run_id, invoice_ids, cap=_cap()),
     )
+
+
+def _email(run_id: int, invoice_ids: list[int]) -> dict[str, object]:
+    return _step(
+        UnitStep.EMAIL,
+        _batch_label(invoice_ids),
+        run_id,
+        lambda: distributed.email_invoices(get_settings(), run_id, invoice_ids, cap=_cap()),
+    )
+
+
+@app.task(name="workers.tasks.render_invoices", **STEP)
+def render_invoices(self: Task, run_id: int, invoice_ids: list[int]) -> dict[str, object]:
+    """A batch of invoices' PDFs and CSVs, one renderer for the batch."""
+    return _render(run_id, invoice_ids)
+
+
+@app.task(name="workers.tasks.email_invoices", **STEP)
+def email_invoices(self: Task, run_id: int, invoice_ids: list[int]) -> dict[str, object]:
+    """A batch of invoices' pending statement emails over one transport (one SMTP connection)."""
+    return _email(run_id, invoice_ids)
+
+
+# One invoice per message, as sent before batching: kept so that messages queued by an earlier
+# version are still worked on after an upgrade.
+@app.task(name="workers.tasks.render_invoice", **STEP)
+def render_invoice(self: Task, run_id: int, invoice_id: int) -> dict[str, object]:
+    return _render(run_id, [invoice_id])
 
 
 @app.task(name="workers.tasks.email_invoice", **STEP)
 def email_invoice(self: Task, run_id: int, invoice_id: int) -> dict[str, object]:
-    return _step(
-        UnitStep.EMAIL,
-        str(invoice_id),
-        run_id,
-        lambda: distributed.email_invoice(get_settings(), run_id, invoice_id, cap=_cap()),
-    )
+    return _email(run_id, [invoice_id])
 
 
 @app.task(name="workers.tasks.report", **STEP)

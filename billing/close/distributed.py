@@ -3,6 +3,9 @@ run twice, and says what should run next; completion is decided from the databas
 
     begin ─▶ fetch ─▶ rate batch × N ─▶ (advance: finalize) ─▶ render × M ─▶ email × M ─▶ report
 
+(render and email run in batches of BILLING_PUBLISH_BATCH invoices per task, each invoice
+still its own unit: done once, skipped on a redelivery.)
+
 Celery tasks (workers/tasks.py) call these and enqueue the returned `Work`; nothing here
 imports Celery. A periodic sweep finds runs whose messages were lost and returns their
 undone work.
@@ -14,12 +17,13 @@ import dataclasses
 import json
 import logging
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 from sqlalchemy import Engine, delete, select
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlmodel import Session, col
 
 from billing.close.fetch import close_query, fetch_checked, http_client, record_fetch
@@ -54,7 +58,7 @@ from billing.config import Settings
 from billing.db.engine import ledger
 from billing.db.locks import hold_period, write_transaction
 from billing.db.period_reads import invoice_summaries, iter_statements, period_org_totals
-from billing.db.repository import RunOutcome, load_statements
+from billing.db.repository import RunOutcome, statements_for
 from billing.db.review import held_outcomes
 from billing.db.runtasks import (
     add_units,
@@ -69,12 +73,10 @@ from billing.db.snapshots import iter_snapshot
 from billing.db.tables import BillingRun, EmailDelivery, Invoice, UsageSnapshotRow
 from billing.db.webhooks import record_run_end
 from billing.domain import RatingReport, Statement, UsageRecord
-from billing.email.messages import StatementDocuments
 from billing.email.outbox import OutboxSender
 from billing.errors import BillingError
 from billing.periods import BillingPeriod
 from billing.statements.files import period_folder
-from billing.statements.pdf import shared_renderer
 from billing.statements.render_keys import StatementPdfs
 from billing.states import (
     DeliveryStatus,
@@ -343,99 +345,165 @@ def _live_invoices(session: Session, period: BillingPeriod, org_ids: tuple[str, 
     return [int(i) for i in session.execute(query.order_by(col(Invoice.org_id))).scalars()]
 
 
-def _statement(session: Session, invoice_id: int) -> Statement:
-    invoice = session.get(Invoice, invoice_id)
-    if invoice is None:
-        raise BillingError(f"no invoice {invoice_id}")
-    period = BillingPeriod.parse(invoice.period)
-    return next(
-        s for s in load_statements(session, period, invoice.org_id) if s.invoice_id == invoice_id
-    )
+def _statements(session: Session, invoice_ids: Sequence[int]) -> list[Statement]:
+    """These invoices as statements, in the order given (one read for the whole batch)."""
+    if not invoice_ids:
+        return []
+    invoices = session.execute(select(Invoice).where(col(Invoice.id).in_(invoice_ids))).scalars()
+    by_id = {invoice.id: invoice for invoice in invoices}
+    missing = [i for i in invoice_ids if i not in by_id]
+    if missing:
+        raise BillingError(f"no invoice {missing[0]}")
+    ordered = [by_id[i] for i in invoice_ids]
+    statements: list[Statement] = []
+    for period in dict.fromkeys(invoice.period for invoice in ordered):
+        same = [invoice for invoice in ordered if invoice.period == period]
+        statements += statements_for(session, BillingPeriod.parse(period), same)
+    place = {invoice_id: at for at, invoice_id in enumerate(invoice_ids)}
+    return sorted(statements, key=lambda statement: place[statement.invoice_id])
 
 
-def _invoice_unit(
+class UnitFailed(BillingError):
+    """One invoice of a batch failed for good: the run fails naming that unit."""
+
+    def __init__(self, unit: str, detail: str) -> None:
+        super().__init__(detail)
+        self.unit = unit
+        self.detail = detail
+
+
+PerStatement = Callable[[Statement], None]
+BatchWork = Callable[[Engine, list[Statement]], AbstractContextManager[PerStatement]]
+
+
+def _invoice_units(
     settings: Settings,
     run_id: int,
     step: UnitStep,
-    invoice_id: int,
-    work: Callable[[Engine, Statement], None],
+    invoice_ids: Sequence[int],
+    open_work: BatchWork,
     cap: int,
     now: Clock,
-) -> bool:
-    """Count a delivery of an invoice's unit of `step` and, when there is work to do, do it on
-    the invoice's statement and mark the unit done; False when there was none."""
-    unit = str(invoice_id)
+) -> list[int]:
+    """Count a delivery of each invoice's unit of `step`, then do the work of those that have
+    some (what `open_work` opens, e.g. one SMTP connection, serves the whole batch), each
+    marked done as soon as it is: a redelivered batch skips what is done. Returns the ids
+    done here. A non-transient failure raises UnitFailed naming the invoice."""
     with ledger(settings) as engine:
         with write_transaction(engine) as session:
-            if begin_unit(session, run_id, step, unit, cap, now()) is None:
-                return False
-            statement = _statement(session, invoice_id)
-        work(engine, statement)
-        with write_transaction(engine) as session:
-            finish_unit(session, run_id, step, unit, now())
-    return True
+            todo = [
+                invoice_id
+                for invoice_id in invoice_ids
+                if begin_unit(session, run_id, step, str(invoice_id), cap, now()) is not None
+            ]
+            statements = _statements(session, todo)
+        done: list[int] = []
+        if not statements:
+            return done
+        with open_work(engine, statements) as work_on:
+            for statement in statements:
+                _work_on_unit(work_on, statement)
+                with write_transaction(engine) as session:
+                    finish_unit(session, run_id, step, str(statement.invoice_id), now())
+                done.append(statement.invoice_id)
+    return done
 
 
-def render_invoice(
-    settings: Settings, run_id: int, invoice_id: int, *, cap: int = 5, now: Clock = _now
+def _work_on_unit(work_on: PerStatement, statement: Statement) -> None:
+    """One invoice's work; a failure for good becomes UnitFailed naming it (transient ones and
+    retryable BillingErrors go up as they are, and the batch is retried)."""
+    try:
+        work_on(statement)
+    except UnitFailed:
+        raise
+    except BillingError as error:
+        if error.retryable:
+            raise
+        raise UnitFailed(str(statement.invoice_id), str(error)) from error
+    except (OperationalError, IntegrityError, ConnectionError, TimeoutError):
+        raise
+    except Exception as error:
+        raise UnitFailed(str(statement.invoice_id), repr(error)[:500]) from error
+
+
+def render_invoices(
+    settings: Settings,
+    run_id: int,
+    invoice_ids: Sequence[int],
+    *,
+    cap: int = 5,
+    now: Clock = _now,
 ) -> Work:
-    """Write one invoice's PDF and CSV (the same file names on every redelivery); a PDF whose
-    key matches the statement's (an unchanged invoice, a redelivery) is kept as it is."""
+    """Write a batch of invoices' PDFs and CSVs (the same file names on every redelivery) with
+    one renderer; a PDF whose key matches its statement's (an unchanged invoice, a
+    redelivery) is kept as it is. Then their emails, and the run moved on once."""
 
-    def render(_engine: Engine, statement: Statement) -> None:
-        folder = period_folder(settings.output_dir, statement.period)
-        write_documents(folder, *keyed_documents(StatementPdfs(settings, folder), statement))
+    @contextmanager
+    def renderer(_engine: Engine, statements: list[Statement]) -> Iterator[PerStatement]:
+        folder = period_folder(settings.output_dir, statements[0].period)
+        pdfs = StatementPdfs(settings, folder)
+        yield lambda statement: write_documents(folder, *keyed_documents(pdfs, statement))
 
-    if not _invoice_unit(settings, run_id, UnitStep.RENDER, invoice_id, render, cap, now):
+    done = _invoice_units(settings, run_id, UnitStep.RENDER, invoice_ids, renderer, cap, now)
+    if not done:
         return Work(run_id)
-    return Work(run_id, email=(invoice_id,)) | advance(settings, run_id, now=now)
+    return Work(run_id, email=tuple(done)) | advance(settings, run_id, now=now)
 
 
-def email_invoice(
-    settings: Settings, run_id: int, invoice_id: int, *, cap: int = 5, now: Clock = _now
+def email_invoices(
+    settings: Settings,
+    run_id: int,
+    invoice_ids: Sequence[int],
+    *,
+    cap: int = 5,
+    now: Clock = _now,
 ) -> Work:
-    """Send one invoice's pending statement deliveries through the outbox."""
+    """Send a batch of invoices' pending statement deliveries through the outbox, over one
+    transport (one SMTP connection for the batch); then move the run on once."""
 
-    def send(engine: Engine, statement: Statement) -> None:
-        pending = _pending_deliveries(engine, invoice_id)
-        if not pending or statement.status not in (InvoiceStatus.FINALIZED, InvoiceStatus.SENT):
+    @contextmanager
+    def sender(engine: Engine, statements: list[Statement]) -> Iterator[PerStatement]:
+        pending = _pending_deliveries(engine, [s.invoice_id for s in statements])
+        if not pending:
+            yield lambda _statement: None
             return
-        renderer = shared_renderer(settings)
-        folder = period_folder(settings.output_dir, statement.period)
+        folder = period_folder(settings.output_dir, statements[0].period)
+        pdfs = StatementPdfs(settings, folder)
         with OutboxSender(
             settings,
             engine,
-            BillingPeriod.parse(statement.period),
-            renderer.environment,
+            BillingPeriod.parse(statements[0].period),
+            pdfs.renderer.environment,
             folder,
             delivery_ids=pending,
             now=now,
         ) as outbox:
-            outbox.send_for(_written_documents(settings, folder, statement))
 
-    if not _invoice_unit(settings, run_id, UnitStep.EMAIL, invoice_id, send, cap, now):
+            def send(statement: Statement) -> None:
+                if statement.invoice_id in outbox.waiting and statement.status in (
+                    InvoiceStatus.FINALIZED,
+                    InvoiceStatus.SENT,
+                ):
+                    outbox.send_for(keyed_documents(pdfs, statement)[0])
+
+            yield send
+
+    if not _invoice_units(settings, run_id, UnitStep.EMAIL, invoice_ids, sender, cap, now):
         return Work(run_id)
     return advance(settings, run_id, now=now)
 
 
-def _pending_deliveries(engine: Engine, invoice_id: int) -> list[int]:
-    """The invoice's deliveries not sent yet (or cut off while sending)."""
+def _pending_deliveries(engine: Engine, invoice_ids: Sequence[int]) -> list[int]:
+    """The invoices' deliveries not sent yet (or cut off while sending)."""
     waiting = (DeliveryStatus.PENDING, DeliveryStatus.SENDING)
     with Session(engine) as session:
         found = session.execute(
             select(col(EmailDelivery.id)).where(
-                col(EmailDelivery.invoice_id) == invoice_id, col(EmailDelivery.status).in_(waiting)
+                col(EmailDelivery.invoice_id).in_(invoice_ids),
+                col(EmailDelivery.status).in_(waiting),
             )
         ).scalars()
         return [int(i) for i in found]
-
-
-def _written_documents(
-    settings: Settings, folder: Path, statement: Statement
-) -> StatementDocuments:
-    """The statement's documents: the PDF the render step wrote (a shared output folder) when
-    its key still matches the statement's, else rendered again; the CSV from the statement."""
-    return keyed_documents(StatementPdfs(settings, folder), statement)[0]
 
 
 def report(settings: Settings, run_id: int, *, cap: int = 5, now: Clock = _now) -> Work:

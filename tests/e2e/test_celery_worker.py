@@ -63,8 +63,10 @@ class Workers:
         self.cwd = cwd
         self.running: dict[str, subprocess.Popen[str]] = {}
         self.logs: dict[str, str] = {}
+        self.started: dict[str, tuple[str, int]] = {}
 
     def start(self, name: str, queues: str, concurrency: int) -> None:
+        self.started[name] = (queues, concurrency)
         self.running[name] = subprocess.Popen(
             [
                 str(BIN / "celery"),
@@ -93,6 +95,15 @@ class Workers:
         process = self.running.pop(name)
         os.killpg(process.pid, signal.SIGKILL)
         self.logs[name] = process.communicate(timeout=30)[0]
+
+    def restart_exited(self) -> list[str]:
+        """Start again each worker whose process has exited, as a supervisor would (compose's
+        `restart: unless-stopped`); the names restarted."""
+        exited = [name for name, process in self.running.items() if process.poll() is not None]
+        for name in exited:
+            self.logs[f"{name} (exited)"] = self.running.pop(name).communicate(timeout=30)[0]
+            self.start(name, *self.started[name])
+        return exited
 
     def stop_all(self) -> str:
         for name, process in self.running.items():
@@ -273,8 +284,24 @@ def test_a_worker_killed_mid_step_is_replaced_and_the_run_completes_exactly_once
     pdfs = sorted(path.name for path in (tmp_path / "w" / "2026-10").glob("org-*.pdf"))
     assert pdfs == sorted(f"{org}.pdf" for org in expected)
     with_contact = rows(worker_db, "SELECT org_id FROM invoice WHERE contact_emails <> ''")
-    assert messages_per_org(smtp_server, worker_db) == Counter(org for (org,) in with_contact)
-    assert rows(worker_db, "SELECT count(*) FROM email_delivery WHERE status <> 'sent'") == [(0,)]
+    # A worker killed between claiming a delivery and the server's reply leaves it `unknown`:
+    # the server may have the message, so it is never sent again by itself. So: nobody gets
+    # a statement twice, and everyone gets one except at most that one delivery.
+    unknown = {
+        str(org)
+        for (org,) in rows(
+            worker_db,
+            "SELECT i.org_id FROM email_delivery d JOIN invoice i ON i.id = d.invoice_id "
+            "WHERE d.status = 'unknown'",
+        )
+    }
+    assert len(unknown) <= (1 if stage == "email" else 0)
+    received = messages_per_org(smtp_server, worker_db)
+    assert set(received.values()) <= {1}
+    assert set(received) | unknown == {str(org) for (org,) in with_contact}
+    assert rows(
+        worker_db, "SELECT count(*) FROM email_delivery WHERE status NOT IN ('sent', 'unknown')"
+    ) == [(0,)]
 
 
 def test_the_same_close_enqueued_twice_runs_once(
@@ -365,10 +392,14 @@ def test_redis_restarted_during_a_run_and_the_run_still_completes(
         _wait_for(lambda: _done(pg_url, "render") >= 1, "the first render")
         private_redis()
         # Messages sent while Redis was down are lost; beat's sweep re-enqueues their steps.
-        # Here the test plays beat, with no stall allowance.
+        # Here the test plays beat, with no stall allowance, and the supervisor: a worker that
+        # loses Redis while it holds a message not yet started can exit (kombu restores the
+        # unacknowledged message over the closed connection and fails), and is started again.
         deadline = time.monotonic() + 150
+        restarted: list[str] = []
         while close.poll() is None and time.monotonic() < deadline:
             time.sleep(3)
+            restarted += group.restart_exited()
             run_billing("runs", "sweep", "--stalled-after", "0", env=env, cwd=tmp_path)
         state = rows(pg_url, "SELECT stage, status, count(*) FROM run_task GROUP BY stage, status")
         if close.poll() is None:
@@ -376,6 +407,7 @@ def test_redis_restarted_during_a_run_and_the_run_still_completes(
         _out, errors = close.communicate(timeout=60)
         logs = group.stop_all()
     assert close.returncode == 0, f"{errors}\n{state}\n{logs}"
+    assert len(restarted) <= 1, restarted
     assert rows(pg_url, "SELECT status FROM billing_run") == [("succeeded",)]
     assert_period_agrees(pg_url, tmp_path / "w" / "2026-10", "2026-10")
     assert_no_duplicates(pg_url, 12)

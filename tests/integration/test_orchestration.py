@@ -16,8 +16,9 @@ from sqlalchemy import create_engine, text
 from billing.close import distributed
 from billing.close.distributed import Work
 from billing.close.inline import close_period
+from billing.close.steps import in_batches
 from billing.config import Settings
-from billing.errors import PeriodBusy
+from billing.errors import OutputError, PeriodBusy
 from billing.periods import BillingPeriod
 from billing.usage.emulator import running_emulator
 from tests.support.agreement import assert_period_agrees, database_totals, rows
@@ -33,11 +34,17 @@ def steps_of(work: Work) -> list[Step]:
     if work.fetch:
         found.append(("fetch", work.run_id, None))
     found += [("rate", work.run_id, unit) for unit in work.rate]
-    found += [("render", work.run_id, invoice) for invoice in work.render]
-    found += [("email", work.run_id, invoice) for invoice in work.email]
+    # Batches of 3 invoices, as the workers get them (in batches of BILLING_PUBLISH_BATCH).
+    found += [("render", work.run_id, tuple(batch)) for batch in in_batches(work.render, 3)]
+    found += [("email", work.run_id, tuple(batch)) for batch in in_batches(work.email, 3)]
     if work.report:
         found.append(("report", work.run_id, None))
     return found
+
+
+def _ids(unit: object) -> list[int]:
+    assert isinstance(unit, tuple)
+    return [int(invoice_id) for invoice_id in unit]
 
 
 def run_step(settings: Settings, step: Step) -> Work:
@@ -47,9 +54,9 @@ def run_step(settings: Settings, step: Step) -> Work:
     if name == "rate":
         return distributed.rate_batch(settings, run_id, str(unit))
     if name == "render":
-        return distributed.render_invoice(settings, run_id, int(str(unit)))
+        return distributed.render_invoices(settings, run_id, _ids(unit))
     if name == "email":
-        return distributed.email_invoice(settings, run_id, int(str(unit)))
+        return distributed.email_invoices(settings, run_id, _ids(unit))
     return distributed.report(settings, run_id)
 
 
@@ -148,6 +155,45 @@ def test_a_step_delivered_too_often_is_parked_and_fails_the_run(
     assert progress.status == "failed"
     assert progress.problems == 1
     assert "parked" in (progress.error or "")
+
+
+def test_a_batch_stops_at_an_invoice_that_fails_for_good_and_keeps_the_rest_done(
+    make_settings: Callable[..., Settings], sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with running_emulator(orgs=4, seed=3, page_size=150) as base_url:
+        settings = make_settings(mka1_base_url=base_url, mka1_api_key=SecretStr("t"))
+        run_id = distributed.begin_close(settings, OCTOBER, trigger="test")
+        rate = distributed.fetch(settings, run_id)
+        published = Work(run_id)
+        for unit in rate.rate:
+            published = published | distributed.rate_batch(settings, run_id, unit)
+    batch = list(published.render)
+    assert len(batch) == 4  # one batch for the four invoices
+    real_write = distributed.write_documents
+
+    def write_but_the_third(folder: Path, documents: object, *more: object) -> None:
+        if getattr(documents, "statement").invoice_id == batch[2]:  # noqa: B009
+            raise OutputError("disk full")
+        real_write(folder, documents, *more)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(distributed, "write_documents", write_but_the_third)
+    with pytest.raises(distributed.UnitFailed) as failed:
+        distributed.render_invoices(settings, run_id, batch)
+    assert failed.value.unit == str(batch[2])
+    assert failed.value.detail == "disk full"
+    states = dict(
+        rows(
+            sqlite_url,
+            "SELECT unit, status FROM run_task WHERE stage = 'render' ORDER BY id",
+        )
+    )
+    # Every unit of the batch was counted as delivered; the two before the failure are done.
+    assert [states[str(i)] for i in batch] == ["done", "done", "running", "running"]
+    # The batch delivered again skips the two done and works on the rest.
+    monkeypatch.setattr(distributed, "write_documents", real_write)
+    again = distributed.render_invoices(settings, run_id, batch)
+    assert again.email == tuple(batch[2:])
+    assert distributed.run_progress(settings, run_id).done["render"] == 4
 
 
 def next_run(schedule: object, after: datetime) -> datetime:

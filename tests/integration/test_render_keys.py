@@ -273,9 +273,9 @@ def _run(settings: Settings, run_id: int, name: str, unit: object) -> Work:
     if name == "rate":
         return distributed.rate_batch(settings, run_id, str(unit), now=clock)
     if name == "render":
-        return distributed.render_invoice(settings, run_id, int(str(unit)), now=clock)
+        return distributed.render_invoices(settings, run_id, [int(str(unit))], now=clock)
     if name == "email":
-        return distributed.email_invoice(settings, run_id, int(str(unit)), now=clock)
+        return distributed.email_invoices(settings, run_id, [int(str(unit))], now=clock)
     return distributed.report(settings, run_id, now=clock)
 
 

@@ -254,8 +254,10 @@ def drain(settings: Settings, work: Work) -> None:
         if step.fetch:
             found.append(distributed.fetch(settings, run_id))
         found += [distributed.rate_batch(settings, run_id, unit) for unit in step.rate]
-        found += [distributed.render_invoice(settings, run_id, i) for i in step.render]
-        found += [distributed.email_invoice(settings, run_id, i) for i in step.email]
+        if step.render:
+            found.append(distributed.render_invoices(settings, run_id, step.render))
+        if step.email:
+            found.append(distributed.email_invoices(settings, run_id, step.email))
         if step.report:
             found.append(distributed.report(settings, run_id))
         queue += [item for item in found if item]
