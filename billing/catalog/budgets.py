@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from billing.addresses import plain_address_problem
 from billing.budgets import Budget
 from billing.catalog.schema import ExactNumber
-from billing.catalog.yamlsource import read_yaml
+from billing.catalog.yamlsource import file_problems, loaded, read_yaml
 from billing.errors import ConfigError
 from billing.money import minor_unit_exponent
 from billing.states import BudgetScope
@@ -137,17 +137,10 @@ def _read(path: Path) -> tuple[Budgets | None, list[str]]:
 
 def check_budgets(path: Path) -> list[str]:
     """Every problem of the budgets file, each as `file:line: field a.b: message`."""
-    try:
-        return _read(path)[1]
-    except ConfigError as error:
-        return [str(error)]
+    return file_problems(_read, path)
 
 
 def load_budgets(path: Path) -> Budgets:
     """The budgets of a BILLING_BUDGETS file; any problem is one ConfigError naming the file,
     line and field (and how many more there are)."""
-    budgets, problems = _read(path)
-    if budgets is None or problems:
-        more = f" (and {len(problems) - 1} more; run billing ratecards check)"
-        raise ConfigError(problems[0] + (more if len(problems) > 1 else ""))
-    return budgets
+    return loaded(*_read(path))

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from billing.catalog.loader import load_org_directory
 from billing.catalog.schema import ExactNumber
-from billing.catalog.yamlsource import YamlSource, read_yaml
+from billing.catalog.yamlsource import YamlSource, file_problems, loaded, read_yaml
 from billing.config import Settings
 from billing.domain import OrgAccount, TaxRule
 from billing.errors import ConfigError
@@ -241,20 +241,13 @@ def _read(path: Path) -> tuple[TaxRates | None, list[str]]:
 
 def check_tax_rates(path: Path) -> list[str]:
     """Every problem of the tax rates file, each as `file:line: field a.b: message`."""
-    try:
-        return _read(path)[1]
-    except ConfigError as error:
-        return [str(error)]
+    return file_problems(_read, path)
 
 
 def load_tax_rates(path: Path) -> TaxRates:
     """The rates of a BILLING_TAX_RATES file; any problem is one ConfigError naming the file,
     line and field (and how many more there are)."""
-    rates, problems = _read(path)
-    if rates is None or problems:
-        more = f" (and {len(problems) - 1} more; run billing ratecards check)"
-        raise ConfigError(problems[0] + (more if len(problems) > 1 else ""))
-    return rates
+    return loaded(*_read(path))
 
 
 def orgs_naming_tax(orgs: Iterable[OrgAccount]) -> list[str]:

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 from pydantic import ValidationError
@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from billing.errors import ConfigError
 
 Location = tuple[str | int, ...]
+T = TypeVar("T")
 ItemSink = Callable[[int, Any], None]
 
 # libyaml's parser when PyYAML was built with it: several times faster, and far less garbage
@@ -83,6 +84,24 @@ class YamlSource:
             message = problem["msg"].removeprefix("Value error, ")
             messages.append(f"{self.where(location)}: field {field}: {message}")
         return messages
+
+
+def file_problems(read: Callable[[Path], tuple[T | None, list[str]]], path: Path) -> list[str]:
+    """Every problem `read` finds in a file (a missing or unreadable file is one), each as
+    `file:line: field a.b: message`."""
+    try:
+        return read(path)[1]
+    except ConfigError as error:
+        return [str(error)]
+
+
+def loaded(found: T | None, problems: list[str]) -> T:
+    """What a file holds, or one ConfigError with its first problem and how many more there
+    are (all of them: `billing ratecards check`)."""
+    if found is None or problems:
+        more = f" (and {len(problems) - 1} more; run billing ratecards check)"
+        raise ConfigError(problems[0] + (more if len(problems) > 1 else ""))
+    return found
 
 
 def _record_lines(node: yaml.Node, location: Location, lines: dict[Location, int]) -> None:
