@@ -80,11 +80,13 @@ def status_command(period: PeriodOption = None, output: FormatOption = OutputFor
     """Every budget's last month-to-date spend, the percent used, a linear forecast to the
     month's end (spend so far x days in the month / days elapsed), the alerts that fired, and
     for a closed month the invoiced spend and the difference (late usage)."""
+    from billing.db.engine import existing_ledger
     from billing.finance.budgets import budget_status
 
     settings = load_settings()
     chosen = _period(period)
-    rows = budget_status(settings, chosen)
+    with existing_ledger(settings) as engine:
+        rows = budget_status(settings, engine, chosen)
     records = [
         {
             "scope": str(row.budget.scope),

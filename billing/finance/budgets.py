@@ -266,26 +266,22 @@ class BudgetStatus:
         return self.invoiced - self.spend
 
 
-def budget_status(settings: Settings, period: BillingPeriod) -> list[BudgetStatus]:
+def budget_status(settings: Settings, engine: Engine, period: BillingPeriod) -> list[BudgetStatus]:
     """Every budget of BILLING_BUDGETS for a period, in file order, with what the ledger holds:
     the latest check's spend and forecast, the alerts, and the invoiced spend of a closed
     period (its live invoices' usage lines, counted as the check counts them)."""
     budgets = budgets_of(settings)
     centre_of = cost_centre_of(settings)
-    with ledger(settings) as engine:
-        with Session(engine) as session:
-            measured = {
-                (row.scope, row.scope_id, row.currency): row
-                for row in spend_rows(session, str(period))
-            }
-            alerts: dict[tuple[str, str], list[str]] = {}
-            for alert in alert_rows(session, str(period)):
-                alerts.setdefault((alert.scope, alert.scope_id), []).append(alert.threshold)
-        lines = [
-            line
-            for statement in iter_statements(engine, period)
-            for line in invoiced_spend(statement)
-        ]
+    with Session(engine) as session:
+        measured = {
+            (row.scope, row.scope_id, row.currency): row for row in spend_rows(session, str(period))
+        }
+        alerts: dict[tuple[str, str], list[str]] = {}
+        for alert in alert_rows(session, str(period)):
+            alerts.setdefault((alert.scope, alert.scope_id), []).append(alert.threshold)
+    lines = [
+        line for statement in iter_statements(engine, period) for line in invoiced_spend(statement)
+    ]
     invoiced = scope_spend(lines, centre_of) if lines else None
     statuses = []
     for budget in budgets:

@@ -19,6 +19,7 @@ from billing.close.inline import finalize_period
 from billing.config import Settings
 from billing.errors import BillingError
 from billing.finance.adjustments import adjust, cancel
+from billing.finance.budgets import budget_status
 from billing.finance.credit_notes import (
     CreditRequest,
     create_credit_note,
@@ -182,6 +183,16 @@ def show_allocation(settings: Settings_, engine: Engine_, period: str) -> schema
     """The month's cost by cost centre, org, API key and user (allocation.csv's rows)."""
     parsed = BillingPeriod.parse(period)
     return present.period_allocation(period_allocation(settings, engine, parsed))
+
+
+@router.get("/budgets", response_model=schemas.BudgetList, tags=["budgets"])
+def list_budgets(
+    settings: Settings_, engine: Engine_, period: str | None = None
+) -> schemas.BudgetList:
+    """Every budget of BILLING_BUDGETS for a month (default: the running one): spend so far,
+    percent used, linear forecast, alerts fired, and once invoiced the late-usage difference."""
+    parsed = _period(period) or BillingPeriod.containing(datetime.now(UTC))
+    return present.budget_list(str(parsed), budget_status(settings, engine, parsed))
 
 
 @router.get("/orgs/{org_id:path}", response_model=schemas.OrgOverview, tags=["orgs"])

@@ -11,6 +11,7 @@ from billing.close.publish import CloseResult
 from billing.db.tables import BillingRun
 from billing.email.outbox import SendReport
 from billing.finance.adjustments import AdjustResult
+from billing.finance.budgets import BudgetStatus
 from billing.finance.credit_notes import CreditNoteDetail
 from billing.finance.lookup import InvoiceListRow, InvoiceView
 from billing.finance.overview import OrgOverview, PeriodAllocation, PeriodSummary, RunView
@@ -92,6 +93,32 @@ def run_detail(view: RunView) -> schemas.RunDetail:
 
 def period_summary(summary: PeriodSummary) -> schemas.PeriodSummary:
     return schemas.PeriodSummary.model_validate(summary)
+
+
+def budget_list(period: str, statuses: list[BudgetStatus]) -> schemas.BudgetList:
+    return schemas.BudgetList(
+        period=period,
+        items=[
+            schemas.BudgetRow.model_validate(
+                {
+                    "scope": str(status.budget.scope),
+                    "scope_id": status.budget.scope_id,
+                    "currency": status.budget.currency,
+                    "budget": status.budget.amount,
+                    "spend": status.spend,
+                    "used_percent": None
+                    if status.used_percent is None
+                    else format(status.used_percent, "f"),
+                    "forecast": status.forecast,
+                    "alerts": list(status.fired),
+                    "measured_at": status.measured_at,
+                    "invoiced": status.invoiced,
+                    "difference": status.difference,
+                },
+            )
+            for status in statuses
+        ],
+    )
 
 
 def period_allocation(allocation: PeriodAllocation) -> schemas.PeriodAllocation:

@@ -326,6 +326,32 @@ class AllocationRow(Body):
     ratio: str
 
 
+class BudgetRow(Body):
+    """One budget of BILLING_BUDGETS in a period: the last month-to-date check's spend, the
+    percent used, the linear forecast, the thresholds that fired, and once the period has
+    invoices the invoiced spend and the difference (late usage)."""
+
+    scope: str
+    scope_id: str
+    currency: str
+    budget: Money
+    spend: Money | None
+    used_percent: str | None
+    forecast: Money | None
+    alerts: list[str]
+    measured_at: datetime | None
+    invoiced: Money | None
+    difference: Money | None
+
+
+class BudgetList(Body):
+    """Every budget of a period, in the file's order."""
+
+    period: str
+    forecast: str = "linear: spend so far x days in the month / days elapsed"
+    items: list[BudgetRow]
+
+
 class PeriodAllocation(Body):
     """allocation.csv's rows; per currency they sum exactly to the period's totals,
     plus the shared rules' fixed overheads."""

@@ -14,17 +14,22 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
+from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
 from billing.close.inline import close_period
 from billing.close.pricing import load_pricing
 from billing.config import Settings
+from billing.db.engine import ledger
 from billing.finance.budgets import budget_status, check_budgets
 from billing.finance.webhooks import deliver_due
+from billing.money import format_minor
 from billing.periods import BillingPeriod
 from billing.states import BudgetScope
 from billing.usage.emulator import running_emulator
+from billing.web.app import create_app
 from tests.support.agreement import rows
+from tests.support.api_data import tokens
 from tests.support.api_server import settings_env
 from tests.support.processes import run_billing
 from tests.support.smtp_servers import RunningServer
@@ -141,7 +146,8 @@ def test_the_last_days_month_to_date_equals_the_close_per_scope(
     for key in keys:
         assert stored[("api_key", key)] == by_key[key] > 0
     assert stored[("cost_centre", "research")] == by_key["key-org-0001-1"]
-    statuses = budget_status(settings, OCTOBER)
+    with ledger(settings) as engine:
+        statuses = budget_status(settings, engine, OCTOBER)
     assert len(statuses) == 9
     for status in statuses:
         assert status.spend is not None
@@ -275,7 +281,8 @@ def test_usage_that_arrives_after_the_last_check_shows_as_a_difference(
         settings = settings.model_copy(update={"mka1_base_url": full_url})
         close_period(settings, OCTOBER, now=at(CLOSED_AT))
     invoiced = usage_sums(database_url, "org")
-    statuses = {status.budget.scope_id: status for status in budget_status(settings, OCTOBER)}
+    with ledger(settings) as engine:
+        statuses = {s.budget.scope_id: s for s in budget_status(settings, engine, OCTOBER)}
     for org in ORGS:
         status = statuses[org]
         assert status.invoiced == invoiced[org]
@@ -296,6 +303,22 @@ def test_usage_that_arrives_after_the_last_check_shows_as_a_difference(
         assert Decimal(cells[-1]) > 0
     table = run_billing("budgets", "status", "--period", "2026-10", env=env, cwd=tmp_path)
     assert "4 budgets invoiced differently from the last month-to-date check" in table.stdout
+    # The REST API gives the same figures, as decimal strings at the currency's places.
+    viewer = tokens(settings).viewer
+    with TestClient(create_app(settings), base_url="http://testserver") as client:
+        answer = client.get(
+            "/api/v1/budgets?period=2026-10", headers={"Authorization": f"Bearer {viewer}"}
+        )
+        refused = client.get("/api/v1/budgets?period=2026-10")
+    assert answer.status_code == 200
+    assert refused.status_code == 401
+    items = {item["scope_id"]: item for item in answer.json()["items"]}
+    for org in ORGS:
+        status = statuses[org]
+        assert items[org]["spend"] == format_minor(status.spend, currency[org])  # type: ignore[arg-type]
+        assert items[org]["invoiced"] == format_minor(invoiced[org], currency[org])
+        assert Decimal(items[org]["difference"]) == status.difference
+        assert items[org]["alerts"] == []
 
 
 def test_a_bad_budgets_file_or_setting_stops_the_check_before_anything_is_fetched(
