@@ -39,7 +39,7 @@ from billing.statements.files import (
     write_atomically,
 )
 from billing.statements.parallel import render_pdfs, render_processes
-from billing.statements.pdf import StatementRenderer, template_environment
+from billing.statements.pdf import template_environment
 from billing.statements.period_reports import PeriodReportWriter
 from billing.statements.render_keys import KeyedPdf, StatementPdfs, forget_key, write_pdf
 from billing.statements.reports import RunFacts
@@ -90,11 +90,6 @@ class CloseResult:
                 return load_statements(session, self.period)
         finally:
             self.engine.dispose()
-
-
-def render_documents(renderer: StatementRenderer, statement: Statement) -> StatementDocuments:
-    """PDF and CSV bytes of one stored statement (rendering never re-rates)."""
-    return documents_of(statement, renderer.pdf(statement), renderer.issuer_name)
 
 
 def documents_of(statement: Statement, pdf: bytes, issuer_name: str) -> StatementDocuments:

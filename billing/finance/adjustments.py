@@ -14,8 +14,8 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 
 from billing.close.publish import (
+    keyed_documents,
     output_folder,
-    render_documents,
     write_documents,
     write_period_reports,
 )
@@ -28,7 +28,7 @@ from billing.db.repository import invoice_by_reference, load_statements
 from billing.db.tables import Invoice, InvoiceAdjustment
 from billing.errors import BillingError, NotFound
 from billing.periods import BillingPeriod
-from billing.statements.pdf import shared_renderer
+from billing.statements.render_keys import StatementPdfs
 
 Progress = Callable[[str], None]
 
@@ -167,8 +167,8 @@ def _rewrite_files(
             for s in load_statements(session, period, result.org_id)
             if s.invoice_id == result.draft_id
         ]
-    documents = render_documents(shared_renderer(settings), statement)
-    write_documents(folder, documents)
+    documents, keyed = keyed_documents(StatementPdfs(settings, folder), statement)
+    write_documents(folder, documents, keyed)
     write_period_reports(settings, engine, period, folder, say)
     files = (folder / f"{documents.stem}.pdf", folder / f"{documents.stem}.csv")
     say(f"wrote {files[0].name}, {files[1].name} and the period's reports to {folder}")

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from sqlalchemy import select
 from sqlmodel import Session, col
 
-from billing.close.publish import render_documents
+from billing.close.publish import keyed_documents
 from billing.close.steps import who_started
 from billing.config import Settings
 from billing.db.credit_notes import credit_note_numbers
@@ -22,7 +22,7 @@ from billing.errors import BillingError, NotFound
 from billing.periods import BillingPeriod
 from billing.statements.credit_notes import render_credit_note
 from billing.statements.files import period_folder
-from billing.statements.pdf import StatementRenderer
+from billing.statements.render_keys import StatementPdfs
 from billing.states import InvoiceStatus
 
 Progress = Callable[[str], None]
@@ -80,8 +80,11 @@ def send_pending(
     """Send the period's pending statement and credit-note emails (each delivery once), under
     the period lock."""
     engine = open_ledger(settings)
-    renderer = StatementRenderer.from_settings(settings)
     folder = period_folder(settings.output_dir, str(period))
+    # The PDF the close wrote is attached when its key still matches the statement's; only a
+    # changed or missing one is printed again.
+    pdfs = StatementPdfs(settings, folder)
+    renderer = pdfs.renderer
     try:
         with (
             hold_period(engine, str(period), wait_seconds, progress, now),
@@ -95,7 +98,7 @@ def send_pending(
                 now=now,
             ) as outbox,
         ):
-            outbox.send_remaining(lambda statement: render_documents(renderer, statement))
+            outbox.send_remaining(lambda statement: keyed_documents(pdfs, statement)[0])
             outbox.send_credit_notes(lambda note: render_credit_note(renderer, note))
         return outbox.report
     finally:

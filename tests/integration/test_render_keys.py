@@ -3,6 +3,8 @@ PDF (the files stay byte for byte, untouched); what changed, and only that, is p
 
 from __future__ import annotations
 
+import email
+import email.policy
 import io
 import json
 import random
@@ -23,13 +25,14 @@ from billing.close.publish import render_statements
 from billing.close.steps import CloseOptions
 from billing.config import Settings
 from billing.finance.adjustments import adjust
+from billing.finance.emails import resend
 from billing.finance.invoices import void
 from billing.periods import BillingPeriod
 from billing.statements import period_reports
-from billing.statements.pdf import SHIPPED_TEMPLATES
+from billing.statements.pdf import SHIPPED_TEMPLATES, StatementRenderer
 from billing.statements.render_keys import sidecar
 from billing.usage.emulator import running_emulator
-from tests.support.agreement import assert_period_agrees
+from tests.support.agreement import assert_period_agrees, rows
 
 PERIOD = BillingPeriod.parse("2026-10")
 ORGS = 4
@@ -287,3 +290,24 @@ def _steps(work: Work) -> list[tuple[str, object]]:
         *(("email", invoice) for invoice in work.email),
         *(("report", 0) for _ in range(work.report)),
     ]
+
+
+def test_a_resend_attaches_the_pdf_the_close_wrote_without_printing_it(
+    settings_for: Callable[..., Settings], sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = settings_for(database_url=sqlite_url, render_processes=1)
+    closed = close_period(settings, PERIOD, now=clock)
+    number, org_id, contacts = rows(
+        sqlite_url,
+        "SELECT number, org_id, contact_emails FROM invoice WHERE contact_emails <> '' "
+        "ORDER BY org_id LIMIT 1",
+    )[0]
+    on_disk = (closed.folder / f"{org_id}.pdf").read_bytes()
+    monkeypatch.setattr(StatementRenderer, "pdf", _not_printed)
+    report = resend(settings, str(number), str(contacts).split(", ")[0])
+    assert report.sent == 1
+    sent = sorted((closed.folder / "emails").glob(f"{number}-resend-*.eml"))
+    assert len(sent) == 1
+    message = email.message_from_bytes(sent[0].read_bytes(), policy=email.policy.default)
+    attached = {str(part.get_filename()): part.get_content() for part in message.iter_attachments()}
+    assert attached[f"{number}.pdf"] == on_disk
