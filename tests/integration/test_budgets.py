@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import email
 import email.policy
+import re
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
+from html import unescape
 from pathlib import Path
 
 from fastapi.testclient import TestClient
@@ -25,12 +27,14 @@ from billing.finance.budgets import budget_status, check_budgets
 from billing.finance.webhooks import deliver_due
 from billing.money import format_minor
 from billing.periods import BillingPeriod
-from billing.states import BudgetScope
+from billing.statements.formatting import money
+from billing.states import BudgetScope, Role
 from billing.usage.emulator import running_emulator
 from billing.web.app import create_app
 from tests.support.agreement import rows
 from tests.support.api_data import tokens
 from tests.support.api_server import settings_env
+from tests.support.console import add_console_users, console_session
 from tests.support.processes import run_billing
 from tests.support.smtp_servers import RunningServer
 from tests.support.webhook_receiver import webhook_receiver
@@ -319,6 +323,21 @@ def test_usage_that_arrives_after_the_last_check_shows_as_a_difference(
         assert items[org]["invoiced"] == format_minor(invoiced[org], currency[org])
         assert Decimal(items[org]["difference"]) == status.difference
         assert items[org]["alerts"] == []
+    # The console's Budgets page shows the same, in the locale's money.
+    add_console_users(settings)
+    with console_session(settings, Role.VIEWER) as viewer:
+        period_page = viewer.client.get("/periods/2026-10").text
+        html = viewer.client.get("/periods/2026-10/budgets").text
+    assert 'id="budgets-link" href="/periods/2026-10/budgets"' in period_page
+    for org in ORGS:
+        status = statuses[org]
+        start = html.index(f'data-id="{org}"')
+        row = html[start : html.index("</tr>", start)]
+        cells = [unescape(cell) for cell in re.findall(r'<td class="num">([^<]*)</td>', row)]
+        assert money(status.spend, currency[org], "en_US") in row  # type: ignore[arg-type]
+        assert money(invoiced[org], currency[org], "en_US") in cells
+        assert money(status.difference, currency[org], "en_US") in cells  # type: ignore[arg-type]
+    assert " style=" not in html
 
 
 def test_a_bad_budgets_file_or_setting_stops_the_check_before_anything_is_fetched(

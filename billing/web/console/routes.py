@@ -9,6 +9,7 @@ from starlette.responses import Response
 
 from billing.web.console import (
     allocation,
+    budgets,
     invoice_actions,
     invoices,
     login,
@@ -26,6 +27,7 @@ ROUTERS = (
     review.router,
     runs.router,
     allocation.router,
+    budgets.router,
     invoices.router,
     invoice_actions.router,
     orgs.router,
