@@ -30,6 +30,7 @@ ENDPOINTS = {
     "/api/v1/runs/{run_id}": {"get"},
     "/api/v1/periods/{period}/summary": {"get"},
     "/api/v1/periods/{period}/allocation": {"get"},
+    "/api/v1/budgets": {"get"},
     "/api/v1/orgs/{org_id}": {"get"},
     "/api/v1/credit-notes": {"get"},
     "/api/v1/credit-notes/{number}": {"get"},

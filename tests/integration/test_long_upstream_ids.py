@@ -112,7 +112,7 @@ def test_a_close_with_ids_longer_than_255_characters_stores_them_whole(
     assert all(path.parent in (result.folder, result.folder / "emails") for path in files)
 
 
-REPORTS = {"summary", "changes", "allocation"}
+REPORTS = {"summary", "changes", "allocation", "focus"}
 
 
 def test_the_migrated_schema_matches_the_tables(database_url: str) -> None:
