@@ -10,9 +10,9 @@ from datetime import datetime
 from decimal import Decimal
 
 from sqlalchemy import select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col
 
+from billing.db.bulk import upsert_insert
 from billing.db.tables import BudgetAlert, BudgetSpend
 from billing.db.webhooks import money, record_event
 from billing.states import AlertEmailStatus, BudgetScope, WebhookEventType
@@ -38,7 +38,6 @@ def store_spend(
     usage_results: int,
 ) -> None:
     """Replace each scope's month-to-date spend of the period with this measurement."""
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
     for row in measured:
         values = {
             "period": period,
@@ -51,7 +50,7 @@ def store_spend(
             "measured_at": measured_at,
             "usage_results": usage_results,
         }
-        statement = dialect.insert(BudgetSpend).values(**values)
+        statement = upsert_insert(session, BudgetSpend).values(**values)
         session.execute(
             statement.on_conflict_do_update(
                 index_elements=["period", "scope", "scope_id", "currency"],
@@ -92,7 +91,6 @@ class Reached:
 def record_alert(session: Session, period: str, reached: Reached, now: datetime) -> bool:
     """Write the alert and its `budget.threshold_reached` event, unless this threshold of this
     scope already fired in the period (then nothing is written). True when it was written."""
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
     measured = reached.measured
     values = {
         "period": period,
@@ -111,7 +109,7 @@ def record_alert(session: Session, period: str, reached: Reached, now: datetime)
         "email_attempts": 0,
     }
     statement = (
-        dialect.insert(BudgetAlert)
+        upsert_insert(session, BudgetAlert)
         .values(**values)
         .on_conflict_do_nothing(index_elements=["period", "scope", "scope_id", "threshold"])
         .returning(col(BudgetAlert.id))

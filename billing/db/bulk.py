@@ -9,6 +9,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 from sqlalchemy import Connection, Dialect, Table, insert, text
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session, SQLModel
 
@@ -20,6 +21,12 @@ FALLBACK_BATCH_ROWS = 5_000
 _NEW_IDS = text(
     "SELECT nextval(pg_get_serial_sequence(:table, 'id')) FROM generate_series(1, :count)"
 )
+
+
+def upsert_insert(session: Session, table: Any) -> Any:
+    """An INSERT of this database's dialect, which has on_conflict_do_nothing/do_update."""
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    return dialect.insert(table)
 
 
 def copy_rows(

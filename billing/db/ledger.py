@@ -11,7 +11,6 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import ColumnElement, Row, bindparam, delete, func, insert, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col
 
 from billing.adjustments import minimum_of
@@ -23,7 +22,7 @@ from billing.db.adjustments import (
     readjust_drafts,
     release_adjustments,
 )
-from billing.db.bulk import copy_rows, insert_returning_ids
+from billing.db.bulk import copy_rows, insert_returning_ids, upsert_insert
 from billing.db.credit_balance import reverse_void, settle_drafts
 from billing.db.credit_notes import refuse_void_of_credited
 from billing.db.outbox import queue_statements, queue_void_notice
@@ -654,9 +653,8 @@ def reserve_numbers(
     """Hand out `count` consecutive numbers of a year under a row lock and return the first:
     a rolled-back transaction returns its numbers, so there are no gaps and no duplicates.
     `table` is the counter: invoices' by default, or credit notes' (CreditNoteNumberSequence)."""
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
     session.execute(
-        dialect.insert(table)
+        upsert_insert(session, table)
         .values(year=year, last_number=0)
         .on_conflict_do_nothing(index_elements=["year"])
     )

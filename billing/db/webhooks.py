@@ -12,9 +12,9 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import exists, insert, literal, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col
 
+from billing.db.bulk import upsert_insert
 from billing.db.tables import BillingRun, CreditNote, Invoice, WebhookDelivery, WebhookEvent
 from billing.db.types import UTCDateTime
 from billing.money import format_minor
@@ -201,7 +201,6 @@ def fan_out(session: Session, subscriptions: Sequence[Subscription], now: dateti
     """A pending delivery for each event of the last FAN_OUT_WINDOW that an endpoint wants and
     has none of yet (one INSERT ... SELECT per endpoint; a row another process made at the same
     moment is skipped by the unique constraint). Returns how many were made."""
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
     made = 0
     for subscription in subscriptions:
         if not subscription.types:
@@ -223,7 +222,7 @@ def fan_out(session: Session, subscriptions: Sequence[Subscription], now: dateti
             ~delivered,
         )
         statement = (
-            dialect.insert(WebhookDelivery)
+            upsert_insert(session, WebhookDelivery)
             .from_select(
                 ["event_id", "endpoint", "url", "status", "attempts", "next_attempt_at"], wanted
             )

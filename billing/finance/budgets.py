@@ -116,8 +116,8 @@ def month_to_date_spend(
     settings: Settings, pricing: Pricing, http: httpx.Client | None = None
 ) -> tuple[list[SpendLine], int]:
     """Every org's usage so far in the pricing's period, fetched once and priced with the
-    close's rate cards, directory and rating (no minimum top-up: a commitment, not spend)."""
-    check_api_key(settings)
+    close's rate cards, directory and rating (no minimum top-up: a commitment, not spend); the
+    caller has checked the API key."""
     query = pricing.usage_query((), settings.mka1_bucket_width, settings.mka1_group_by_extra)
     own = http is None
     client_http = http_client(settings) if http is None else http
@@ -181,11 +181,9 @@ def check_budgets(
             store_spend(session, str(chosen), check.measured, started, results)
             done = fired(session, str(chosen))
             for budget, measured in zip(budgets, check.measured, strict=True):
-                already = done.get((str(budget.scope), budget.scope_id), set())
-                for threshold in crossed(budget, measured.spend):
+                already = [Decimal(t) for t in done.get((str(budget.scope), budget.scope_id), ())]
+                for threshold in crossed(budget, measured.spend, already):
                     text = threshold_text(threshold)
-                    if text in already:
-                        continue
                     contacts = _contacts(budget, lambda org_id: pricing.account_for(org_id).emails)
                     reached = Reached(measured, text, contacts)
                     if record_alert(session, str(chosen), reached, started):
