@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, TypeVar
 from sqlalchemy import Engine, func, select
 from sqlmodel import Session, col
 
-from billing.close.publish import publish_void
 from billing.close.steps import who_started
 from billing.config import Settings
 from billing.db.adjustments import AdjustmentRow, adjustments_of
@@ -232,6 +231,11 @@ def void(
                 void_invoice(session, invoice, reason, now())
                 session.flush()
                 session.expunge(invoice)
+            # Imported here: the printing and mailing machinery is heavy to import (about
+            # half of this module's import time), and the listings that import this module
+            # (`billing invoices list|show`, the console's pages) never print.
+            from billing.close.publish import publish_void
+
             kept = publish_void(settings, engine, invoice, progress)
     progress(f"{invoice.number}'s statements are kept, marked VOID, as {kept.name} and .csv")
     return invoice
