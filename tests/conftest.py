@@ -13,6 +13,7 @@ from pydantic import SecretStr
 
 from bench.support import pg_admin_user
 from billing.config import Settings
+from tests.support.seeded import SeededLedgers
 
 pytest_plugins = ["tests.support.smtp_servers"]  # the smtp_server and raw_server fixtures
 
@@ -41,17 +42,22 @@ def _pg_admin_user() -> str:
 
 
 @pytest.fixture(scope="session")
-def pg_server_url() -> Iterator[Callable[[], str]]:
-    """A factory of fresh throwaway databases on the real server; all dropped at session end."""
+def pg_server_url(seeded_ledgers: SeededLedgers) -> Iterator[Callable[[], str]]:
+    """A factory of fresh throwaway databases on the real server (an empty one that seeding
+    set aside, renamed, or a new one); all dropped at session end."""
     user = _pg_admin_user()
     created: list[str] = []
 
     def create() -> str:
         name = f"billing_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+        spare = seeded_ledgers.spare()
         with psycopg.connect(
             host=PG_HOST, port=PG_PORT, user=user, dbname="postgres", autocommit=True
         ) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
+            if spare is None:
+                conn.execute(f'CREATE DATABASE "{name}"')
+            else:
+                conn.execute(f'ALTER DATABASE "{spare}" RENAME TO "{name}"')
         created.append(name)
         return f"postgresql://{user}@{PG_HOST}:{PG_PORT}/{name}"
 
@@ -99,3 +105,12 @@ def make_settings(tmp_path: Path) -> Callable[..., Settings]:
         return Settings(_env_file=None, **values)  # type: ignore[call-arg]
 
     return build
+
+
+@pytest.fixture(scope="session")
+def seeded_ledgers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeededLedgers]:
+    """seed_ledger's ledger built once per process, backend and settings, cloned per test
+    (`seeded_ledgers.seed(settings)`); its PostgreSQL copies dropped at session end."""
+    ledgers = SeededLedgers(tmp_path_factory.mktemp("seeded"))
+    yield ledgers
+    ledgers.close()

@@ -23,12 +23,12 @@ from tests.support.api_data import (
     SCRIPTED_ORG,
     SEPTEMBER,
     api_settings,
-    seed_ledger,
 )
 from tests.support.api_server import served_api
 from tests.support.browser import CHROMIUM, MISSING, Tab, confirm, launched_browser, new_tab
 from tests.support.browser import sign_in as browser_sign_in
 from tests.support.console import PASSWORD, USERS, add_console_users
+from tests.support.seeded import SeededLedgers
 
 pytestmark = [pytest.mark.postgres]
 
@@ -58,7 +58,9 @@ def browser() -> Iterator[Browser]:
 
 @pytest.fixture(scope="module")
 def console(
-    pg_server_url: Callable[[], str], tmp_path_factory: pytest.TempPathFactory
+    pg_server_url: Callable[[], str],
+    tmp_path_factory: pytest.TempPathFactory,
+    seeded_ledgers: SeededLedgers,
 ) -> Iterator[Console]:
     folder = tmp_path_factory.mktemp("console")
     build = partial(
@@ -70,7 +72,7 @@ def console(
         mka1_api_key=SecretStr("test-key"),
     )
     settings = api_settings(build, folder, pg_server_url())
-    seed_ledger(settings)
+    seeded_ledgers.seed(settings)
     add_console_users(settings)
     with served_api(settings, folder) as server:
         yield Console(server.url.removesuffix("/api/v1"), settings.database_url)

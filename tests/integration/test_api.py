@@ -33,6 +33,7 @@ from tests.support.api_data import (
     tokens,
 )
 from tests.support.api_server import ApiServer, served_api
+from tests.support.seeded import SeededLedgers
 from tests.support.webhook_receiver import verify_signature, webhook_receiver
 
 Served = tuple[Settings, Tokens, ApiServer]
@@ -40,11 +41,14 @@ Served = tuple[Settings, Tokens, ApiServer]
 
 @pytest.fixture
 def served(
-    make_settings: Callable[..., Settings], database_url: str, tmp_path: Path
+    make_settings: Callable[..., Settings],
+    database_url: str,
+    tmp_path: Path,
+    seeded_ledgers: SeededLedgers,
 ) -> Iterator[Served]:
     """A seeded ledger, a token per role and `billing serve` over it."""
     settings = api_settings(make_settings, tmp_path, database_url)
-    seed_ledger(settings)
+    seeded_ledgers.seed(settings)
     made = tokens(settings)
     with served_api(settings, tmp_path) as server:
         yield settings, made, server

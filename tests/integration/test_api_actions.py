@@ -17,11 +17,11 @@ from tests.support.api_data import (
     SCRIPTED_ORG,
     SEPTEMBER,
     api_settings,
-    seed_ledger,
     tokens,
 )
 from tests.support.api_server import served_api
 from tests.support.ledger_twins import act_by_cli, draft, number, state, twin_database
+from tests.support.seeded import SeededLedgers
 
 
 def a_line(database_url: str, invoice_number: str) -> tuple[str, str]:
@@ -43,12 +43,16 @@ def twin_url(database_url: str, tmp_path: Path, request: pytest.FixtureRequest) 
 
 @pytest.mark.timeout(600)  # two seeded ledgers and a dozen CLI processes
 def test_api_actions_leave_the_ledger_as_the_cli_commands_do(
-    make_settings: Callable[..., Settings], database_url: str, twin_url: str, tmp_path: Path
+    make_settings: Callable[..., Settings],
+    database_url: str,
+    twin_url: str,
+    tmp_path: Path,
+    seeded_ledgers: SeededLedgers,
 ) -> None:
     by_cli = api_settings(make_settings, tmp_path, database_url, "cli")
     by_api = api_settings(make_settings, tmp_path, twin_url, "api")
     for settings in (by_cli, by_api):
-        seed_ledger(settings)
+        seeded_ledgers.seed(settings)
     assert state(by_cli.database_url) == state(by_api.database_url)  # twins to begin with
 
     def one_line_refunded(url: str, scripted: str) -> tuple[str, ...]:

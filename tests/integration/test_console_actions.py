@@ -14,9 +14,10 @@ import pytest
 from billing.config import Settings
 from billing.states import Role
 from tests.support.agreement import rows
-from tests.support.api_data import OCTOBER, SCRIPTED_ORG, SEPTEMBER, api_settings, seed_ledger
+from tests.support.api_data import OCTOBER, SCRIPTED_ORG, SEPTEMBER, api_settings
 from tests.support.console import ConsoleSession, add_console_users, console_session
 from tests.support.ledger_twins import act_by_cli, draft, number, one, state, twin_database
+from tests.support.seeded import SeededLedgers
 
 APPROVER, ADMIN = "april-approver (console)", "adam-admin (console)"
 
@@ -44,12 +45,16 @@ def done(session: ConsoleSession, path: str, back: str | None = None, **fields: 
 
 @pytest.mark.timeout(600)  # two seeded ledgers and a dozen CLI processes
 def test_console_actions_leave_the_ledger_as_the_cli_commands_do(
-    make_settings: Callable[..., Settings], database_url: str, twin_url: str, tmp_path: Path
+    make_settings: Callable[..., Settings],
+    database_url: str,
+    twin_url: str,
+    tmp_path: Path,
+    seeded_ledgers: SeededLedgers,
 ) -> None:
     by_cli = api_settings(make_settings, tmp_path, database_url, "cli")
     by_console = api_settings(make_settings, tmp_path, twin_url, "console")
     for settings in (by_cli, by_console):
-        seed_ledger(settings)
+        seeded_ledgers.seed(settings)
     assert state(by_cli.database_url) == state(by_console.database_url)  # twins to begin with
 
     def all_refunded(url: str, scripted: str) -> tuple[str, ...]:

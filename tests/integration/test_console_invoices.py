@@ -24,17 +24,22 @@ from tests.support.api_data import (
     SCRIPTED_ORG,
     SEPTEMBER,
     api_settings,
-    seed_ledger,
 )
 from tests.support.console import ConsoleSession, add_console_users, console_session
 from tests.support.ledger_twins import draft, number, one
+from tests.support.seeded import SeededLedgers
 
 
 @pytest.fixture
-def seeded(make_settings: Callable[..., Settings], database_url: str, tmp_path: Path) -> Settings:
+def seeded(
+    make_settings: Callable[..., Settings],
+    database_url: str,
+    tmp_path: Path,
+    seeded_ledgers: SeededLedgers,
+) -> Settings:
     """September sent, October drafted, a console user per role."""
     settings = api_settings(make_settings, tmp_path, database_url)
-    seed_ledger(settings)
+    seeded_ledgers.seed(settings)
     add_console_users(settings)
     return settings
 

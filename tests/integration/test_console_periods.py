@@ -35,16 +35,21 @@ from tests.support.api_data import (
     SCRIPTED_ORG,
     SEPTEMBER,
     api_settings,
-    seed_ledger,
 )
 from tests.support.console import add_console_users, console_session
+from tests.support.seeded import SeededLedgers
 
 SCRIPTED_CENTRE = "shared <b>services</b>"
 HELD_ORG = "org-0003"
 
 
 @pytest.fixture
-def settings(make_settings: Callable[..., Settings], database_url: str, tmp_path: Path) -> Settings:
+def settings(
+    make_settings: Callable[..., Settings],
+    database_url: str,
+    tmp_path: Path,
+    seeded_ledgers: SeededLedgers,
+) -> Settings:
     """September sent, October drafted, the example cost centres (one named with markup), and
     a console user per role."""
     built = api_settings(make_settings, tmp_path, database_url)
@@ -52,7 +57,7 @@ def settings(make_settings: Callable[..., Settings], database_url: str, tmp_path
     text = (EXAMPLES / "cost_centres.yaml").read_text(encoding="utf-8")
     centres.write_text(text.replace("shared-services", f'"{SCRIPTED_CENTRE}"'), encoding="utf-8")
     seeded = built.model_copy(update={"cost_centres": centres})
-    seed_ledger(seeded)
+    seeded_ledgers.seed(seeded)
     add_console_users(seeded)
     return seeded
 

@@ -28,9 +28,9 @@ from tests.support.api_data import (
     SCRIPTED_ORG,
     SEPTEMBER,
     api_settings,
-    seed_ledger,
 )
 from tests.support.console import ConsoleSession, add_console_users, console_session
+from tests.support.seeded import SeededLedgers
 
 HELD_ORG = "org-0002"
 SILENT_ORG = "org-0005"  # no email in the example directory
@@ -64,11 +64,14 @@ def shown(text: str) -> Shown:
 
 @pytest.fixture
 def seeded(
-    make_settings: Callable[..., Settings], database_url: str, tmp_path: Path
+    make_settings: Callable[..., Settings],
+    database_url: str,
+    tmp_path: Path,
+    seeded_ledgers: SeededLedgers,
 ) -> Iterator[tuple[Settings, ConsoleSession]]:
     """September sent, October drafted with org-0002's draft held; a viewer signed in."""
     settings = api_settings(make_settings, tmp_path, database_url)
-    seed_ledger(settings)
+    seeded_ledgers.seed(settings)
     add_console_users(settings)
     [(draft,)] = rows(
         database_url,
