@@ -95,7 +95,7 @@ the project's code patched in a scratch script, then fixed in the project.
    read the whole period's statements and kept them through render, CSV and email, and
    `summary.pdf` listed every org in one WeasyPrint document (1.5 GiB at 5,000 orgs). Now
    the fetch keeps counts and a few integers per org; the replay index spills to a temporary
-   SQLite file (item 8); rating reads the snapshot back one org at a time and stores drafts a
+   file (item 8); rating reads the snapshot back one org at a time and stores drafts a
    batch at a time; statements are read 100 at a time for the PDFs, CSVs, emails and reports;
    the reports are written by a streaming writer, and `summary.pdf`'s per-org tables are
    bounded by `BILLING_REPORT_MAX_ORG_ROWS` (every org stays in `summary.csv` and the new
@@ -122,7 +122,9 @@ the project's code patched in a scratch script, then fixed in the project.
    - `finalize_drafts` loaded every draft as an ORM object (+11 MiB at 5,000). It now numbers,
      freezes and queues the drafts 500 plain rows at a time;
    - the replay index kept 50,000 digests in memory before spilling (about 6 MiB, and a
-     sorted copy while spilling); it keeps 10,000 now, and lookups take the same time;
+     sorted copy while spilling); it kept 10,000 in a SQLite file after that, and since issue
+     21 packs each key and values digest into 24 bytes in memory (about 7 MiB at its bound of
+     262,144) and appends them to a temporary file beyond, with a 1 MiB filter;
    - WeasyPrint holds about 0.2 MiB per org that `summary.pdf` lists while it lays the
      document out (at 300 orgs: +7 MiB for 25 rows per table, +13 MiB for 50, +48 MiB for
      200). The default `BILLING_REPORT_MAX_ORG_ROWS` is 50 now, so the summary costs about

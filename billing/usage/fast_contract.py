@@ -19,7 +19,8 @@ Count = Annotated[int, msgspec.Meta(ge=0)]
 
 
 class UsageResult(msgspec.Struct, kw_only=True, gc=False):
-    """One usage result (the fields of UsageResultModel, in its order)."""
+    """One usage result (the fields of UsageResultModel, in its order, then its bucket's bounds
+    as the client sets them)."""
 
     object: Literal["organization.usage.sandbox.result"] = "organization.usage.sandbox.result"
     num_operations: Count = 0
@@ -38,6 +39,11 @@ class UsageResult(msgspec.Struct, kw_only=True, gc=False):
     operation: Operation | None = None
     provider: str | None = None
     session_kind: SessionKind | None = None
+    # The bounds of the result's bucket, which the client sets so that a page's results become
+    # usage records in one msgspec.convert. Not upstream fields: their JSON names are ones no
+    # upstream sends (and a value read from one would be overwritten before it is used).
+    bucket_start: int = msgspec.field(default=0, name="__billing_bucket_start__")
+    bucket_end: int = msgspec.field(default=0, name="__billing_bucket_end__")
 
 
 class UsageBucket(msgspec.Struct, kw_only=True, gc=False):
