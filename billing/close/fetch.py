@@ -18,7 +18,7 @@ from billing.config import Settings
 from billing.db.snapshots import store_snapshot_page
 from billing.domain import RatingReport
 from billing.errors import IncompleteUsage
-from billing.usage.client import UsageClient, UsageQuery
+from billing.usage.client import UsageClient, UsageQuery, tls_context
 from billing.usage.completeness import (
     add_org_totals,
     compare_org_totals,
@@ -163,4 +163,4 @@ def http_client(settings: Settings) -> httpx.Client:
     timeout = httpx.Timeout(
         settings.mka1_timeout_seconds, connect=min(10.0, settings.mka1_timeout_seconds)
     )
-    return httpx.Client(timeout=timeout, follow_redirects=False)
+    return httpx.Client(timeout=timeout, follow_redirects=False, verify=tls_context())

@@ -12,6 +12,8 @@ from types import TracebackType
 
 import httpx
 
+from billing.usage.client import tls_context
+
 SIGNATURE_HEADER = "Billing-Signature"
 EVENT_ID_HEADER = "Billing-Event-Id"
 REPLY_CHARS = 500
@@ -55,7 +57,10 @@ class WebhookSender:
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self._client = httpx.Client(
-            timeout=timeout_seconds, follow_redirects=False, transport=transport
+            timeout=timeout_seconds,
+            follow_redirects=False,
+            transport=transport,
+            verify=tls_context(),
         )
 
     def __enter__(self) -> WebhookSender:

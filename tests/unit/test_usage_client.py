@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import ssl
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -14,6 +15,7 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
+from billing.config import Settings
 from billing.errors import (
     UpstreamAuthError,
     UpstreamRejected,
@@ -442,3 +444,20 @@ def test_on_behalf_of_is_sent_when_configured() -> None:
     assert seen[0].headers["X-On-Behalf-Of"] == "finance-bot"
     list(client_for(handler).iter_records(QUERY))
     assert "X-On-Behalf-Of" not in seen[1].headers
+
+
+def test_every_client_shares_one_tls_context_that_still_verifies() -> None:
+    from billing.close.fetch import http_client
+    from billing.hooks.sender import WebhookSender
+    from billing.usage.client import tls_context
+
+    context = tls_context()
+    assert context is tls_context()
+    assert context.verify_mode == ssl.CERT_REQUIRED
+    assert context.check_hostname
+    assert context.cert_store_stats()["x509_ca"] > 0  # a CA bundle is loaded
+    settings = Settings(_env_file=None, mka1_api_key=SecretStr("k"))  # type: ignore[call-arg]
+    with http_client(settings) as fetching, WebhookSender(5) as sending:
+        for client in (fetching, sending._client):
+            pool = client._transport._pool  # type: ignore[attr-defined]
+            assert pool._ssl_context is context
