@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
 from pydantic import SecretStr
+from sqlalchemy.engine import make_url
 
 from bench.support import pg_admin_user
 from billing.config import Settings
-from tests.support.seeded import SeededLedgers
+from tests.support.seeded import SeededLedgers, admin_execute, database_name
 
 pytest_plugins = ["tests.support.smtp_servers"]  # the smtp_server and raw_server fixtures
 
@@ -46,27 +45,22 @@ def pg_server_url(seeded_ledgers: SeededLedgers) -> Iterator[Callable[[], str]]:
     """A factory of fresh throwaway databases on the real server (an empty one that seeding
     set aside, renamed, or a new one); all dropped at session end."""
     user = _pg_admin_user()
+    server = make_url(f"postgresql://{user}@{PG_HOST}:{PG_PORT}/postgres")
     created: list[str] = []
 
     def create() -> str:
-        name = f"billing_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+        name = database_name("db")
         spare = seeded_ledgers.spare()
-        with psycopg.connect(
-            host=PG_HOST, port=PG_PORT, user=user, dbname="postgres", autocommit=True
-        ) as conn:
-            if spare is None:
-                conn.execute(f'CREATE DATABASE "{name}"')
-            else:
-                conn.execute(f'ALTER DATABASE "{spare}" RENAME TO "{name}"')
+        if spare is None:
+            admin_execute(server, f'CREATE DATABASE "{name}"')
+        else:
+            admin_execute(server, f'ALTER DATABASE "{spare}" RENAME TO "{name}"')
         created.append(name)
-        return f"postgresql://{user}@{PG_HOST}:{PG_PORT}/{name}"
+        return server.set(database=name).render_as_string(hide_password=False)
 
     yield create
-    with psycopg.connect(
-        host=PG_HOST, port=PG_PORT, user=user, dbname="postgres", autocommit=True
-    ) as conn:
-        for name in created:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    for name in created:
+        admin_execute(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture
