@@ -12,6 +12,7 @@ from sqlalchemy.engine import make_url
 
 from bench.support import pg_admin_user
 from billing.config import Settings
+from tests.support.print_memo import PrintMemo, memo_environment
 from tests.support.seeded import SeededLedgers, admin_execute, database_name
 
 pytest_plugins = ["tests.support.smtp_servers"]  # the smtp_server and raw_server fixtures
@@ -108,3 +109,26 @@ def seeded_ledgers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeededL
     ledgers = SeededLedgers(tmp_path_factory.mktemp("seeded"))
     yield ledgers
     ledgers.close()
+
+
+@pytest.fixture(scope="session")
+def print_memo(tmp_path_factory: pytest.TempPathFactory) -> PrintMemo | None:
+    """The session's memo of printed PDFs, shared by its xdist workers (tests/support/
+    print_memo.py); None with BILLING_TEST_PRINT_MEMO=0, when every print is a real one."""
+    if os.environ.get("BILLING_TEST_PRINT_MEMO", "1") == "0":
+        return None
+    run = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+    base = tmp_path_factory.getbasetemp()
+    return PrintMemo(base.parent / f"printed-{run}" if run else base / "printed")
+
+
+@pytest.fixture(autouse=True)
+def remembered_prints(
+    request: pytest.FixtureRequest, print_memo: PrintMemo | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Integration and end-to-end tests print through the memo, and so do the processes they
+    start; the unit layer, which tests printing itself, always prints for real."""
+    if print_memo is not None and request.node.get_closest_marker("unit") is None:
+        print_memo.install(monkeypatch.setattr)
+        for name, value in memo_environment(print_memo.folder).items():
+            monkeypatch.setenv(name, value)

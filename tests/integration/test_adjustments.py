@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 from pydantic import SecretStr
-from pypdf import PdfReader
 from sqlmodel import Session
 
 from billing.close.inline import close_period, finalize_period
@@ -31,7 +30,7 @@ from billing.money import allocate_largest_remainder
 from billing.periods import BillingPeriod
 from billing.statements.formatting import money
 from billing.usage.emulator import running_emulator
-from tests.support.agreement import assert_period_agrees, count, rows
+from tests.support.agreement import assert_period_agrees, count, pdf_text, rows
 from tests.support.processes import run_billing
 
 OCTOBER = BillingPeriod.parse("2026-10")
@@ -104,10 +103,6 @@ def adjustment_charge(database_url: str, invoice_id: int, adjustment_id: int) ->
         if kind == "adjustment" and meter.endswith(f"#{adjustment_id}")
     ]
     return amount
-
-
-def pdf_text(path: Path) -> str:
-    return "".join(page.extract_text() or "" for page in PdfReader(path).pages)
 
 
 def csv_rows(path: Path) -> list[dict[str, str]]:

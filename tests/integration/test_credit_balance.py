@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 from pydantic import SecretStr
-from pypdf import PdfReader
 from typer.testing import CliRunner
 
 from billing.cli.app import app
@@ -31,6 +30,7 @@ from billing.periods import BillingPeriod
 from billing.statements.formatting import money
 from billing.usage.emulator import running_emulator
 from tests.support.agreement import assert_period_agrees, rows
+from tests.support.agreement import pdf_text as printed_text
 
 OCTOBER = BillingPeriod.parse("2026-10")
 NOVEMBER = BillingPeriod.parse("2026-11")
@@ -116,7 +116,7 @@ def entries_of(database_url: str, org: str) -> list[tuple[object, ...]]:
 
 
 def pdf_text(path: Path) -> str:
-    return "".join(page.extract_text() for page in PdfReader(path).pages).replace("\xa0", " ")
+    return printed_text(path).replace("\xa0", " ")
 
 
 def carried_balances(

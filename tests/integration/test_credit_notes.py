@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 from pydantic import SecretStr
-from pypdf import PdfReader
 from sqlmodel import col, select
 
 from billing.close.inline import close_period
@@ -42,7 +41,7 @@ from billing.statements.formatting import money
 from billing.states import CreditSettlement
 from billing.usage.emulator import running_emulator
 from billing.wording import plural
-from tests.support.agreement import rows
+from tests.support.agreement import pdf_text, rows
 from tests.support.processes import run_billing
 from tests.support.smtp_servers import RunningServer
 
@@ -163,10 +162,6 @@ def credit_lines(database_url: str, number: str) -> list[tuple[str, str | None, 
         for note, meter, key, user, amount in found
         if note == number
     ]
-
-
-def pdf_text(data: bytes) -> str:
-    return "".join(page.extract_text() or "" for page in PdfReader(io.BytesIO(data)).pages)
 
 
 def csv_rows(data: bytes) -> list[dict[str, str]]:

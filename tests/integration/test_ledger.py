@@ -28,6 +28,7 @@ from tests.support.agreement import (
     assert_period_agrees,
     count,
     database_totals,
+    pdf_text,
     query_one,
     rows,
 )
@@ -176,7 +177,7 @@ def test_late_usage_becomes_a_correction_on_the_next_period_to_the_cent(
             f"SELECT number FROM invoice WHERE org_id = '{org}' AND period = '2026-10'",  # noqa: S608
         )[0]
         assert all(f"corrects {original} (2026-10)" == c.pricing for c in fixes)
-        pdf = "".join(p.extract_text() for p in PdfReader(november.folder / f"{org}.pdf").pages)
+        pdf = pdf_text(november.folder / f"{org}.pdf")
         assert "corrections to earlier invoices" in pdf.lower()
         assert f"Corrects {original}" in pdf  # the stored "corrects ..." as the page words it
         csv_text = (november.folder / f"{org}.csv").read_text(encoding="utf-8")

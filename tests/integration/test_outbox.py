@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 from pydantic import SecretStr
-from pypdf import PdfReader
 
 from billing.catalog import load_org_directory
 from billing.close.inline import close_period
@@ -25,7 +24,7 @@ from billing.errors import BillingError
 from billing.finance.emails import email_status, resend, send_pending
 from billing.periods import BillingPeriod
 from billing.usage.emulator import running_emulator
-from tests.support.agreement import database_totals, rows
+from tests.support.agreement import database_totals, pdf_text, rows
 from tests.support.processes import run_billing, start_billing
 from tests.support.smtp_servers import RawSmtpServer, Received, RunningServer
 
@@ -98,11 +97,11 @@ def test_every_message_carries_only_its_own_orgs_statement(
         assert {r["BillingAccountId"] for r in statement_rows} == {org_id}
         assert {r["InvoiceId"] for r in statement_rows} == {number}
         assert sum((Decimal(r["BilledCost"]) for r in statement_rows), Decimal(0)) == total
-        pdf_text = "".join(p.extract_text() for p in PdfReader(io.BytesIO(files[pdf_name])).pages)
-        assert org_id in pdf_text
-        assert number in pdf_text
+        text = pdf_text(files[pdf_name])
+        assert org_id in text
+        assert number in text
         others = set(totals) - {org_id}
-        assert not any(other in pdf_text for other in others)
+        assert not any(other in text for other in others)
     assert sorted(seen_orgs) == with_contact
     states = dict(rows(settings.database_url, "SELECT org_id, status FROM invoice"))
     assert states == {s.org_id: "sent" if s.emails else "finalized" for s in result.statements}

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import email
 import email.policy
-import io
 import json
 import random
 from collections import deque
@@ -16,7 +15,6 @@ from pathlib import Path
 
 import pytest
 from pydantic import SecretStr
-from pypdf import PdfReader
 
 from billing.close import distributed
 from billing.close.distributed import Work
@@ -32,7 +30,7 @@ from billing.statements import period_reports
 from billing.statements.pdf import SHIPPED_TEMPLATES, StatementRenderer
 from billing.statements.render_keys import sidecar
 from billing.usage.emulator import running_emulator
-from tests.support.agreement import assert_period_agrees, rows
+from tests.support.agreement import assert_period_agrees, pdf_text, rows
 
 PERIOD = BillingPeriod.parse("2026-10")
 ORGS = 4
@@ -49,7 +47,7 @@ Files = dict[str, tuple[bytes, int]]
 
 
 def text_of(pdf: bytes) -> str:
-    return "".join(page.extract_text() for page in PdfReader(io.BytesIO(pdf)).pages)
+    return pdf_text(pdf)
 
 
 def statement_pdfs(folder: Path) -> Files:

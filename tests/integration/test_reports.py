@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 from pydantic import SecretStr
-from pypdf import PdfReader
 from typer.testing import CliRunner
 
 from billing.cli.app import app
@@ -31,15 +30,11 @@ from billing.statements.allocation import (
 from billing.statements.formatting import money
 from billing.statements.reports import GONE, NEW, SWING, month_over_month
 from billing.usage.emulator import running_emulator
-from tests.support.agreement import count, database_totals
+from tests.support.agreement import count, database_totals, pdf_text
 from tests.support.factories import charge, line, statement
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 PERIOD = BillingPeriod.parse("2026-10")
-
-
-def pdf_text(path: Path) -> str:
-    return "".join(page.extract_text() for page in PdfReader(path).pages)
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 from pydantic import SecretStr
-from pypdf import PdfReader
 
 from billing.close.inline import close_period
 from billing.config import Settings
@@ -23,13 +22,9 @@ from billing.finance.invoices import invoice_detail, void
 from billing.periods import BillingPeriod
 from billing.statements.csv_files import STATEMENT_COLUMNS
 from billing.usage.emulator import running_emulator
-from tests.support.agreement import rows
+from tests.support.agreement import pdf_text, rows
 
 PERIOD = BillingPeriod.parse("2026-10")
-
-
-def pdf_text(path: Path) -> str:
-    return "".join(page.extract_text() or "" for page in PdfReader(path).pages)
 
 
 def csv_header_and_first_row(path: Path) -> tuple[list[str], list[str]]:
