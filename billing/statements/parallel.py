@@ -136,6 +136,8 @@ def _heap_frozen() -> Iterator[None]:
 def _render_in_pool(
     settings: Settings, items: Iterable[Asked], workers: int, start_method: str
 ) -> Iterator[tuple[Statement, bytes]]:
+    if start_method == "fork":
+        shared_renderer(settings).ready()  # loaded once here, inherited by every worker
     pool = ProcessPoolExecutor(
         max_workers=workers,
         mp_context=multiprocessing.get_context(start_method),

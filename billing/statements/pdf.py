@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import re
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from decimal import Decimal
-from functools import lru_cache, partial
+from functools import cached_property, lru_cache, partial
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, NamedTuple, ParamSpec, TypeVar
 from urllib.parse import unquote, urlsplit
 
 from jinja2 import (
@@ -184,11 +185,19 @@ def _font_configuration() -> Any:
     return FontConfiguration()
 
 
+class PrintEngine(NamedTuple):
+    """What a renderer hands WeasyPrint with every document."""
+
+    document_fetcher: Any  # memory images first, then the asset folders only
+    stylesheets: list[Any]  # the statement stylesheet and the page size, compiled
+
+
 class StatementRenderer:
     """Renders statements to PDF bytes; build one per process and reuse it.
 
-    The stylesheet is compiled and the template loaded once here; images (the logo) are decoded
-    once per renderer. `billing.statements.parallel` runs one renderer per worker process.
+    The template is loaded once here, the stylesheet compiled once on the first print (the
+    engine, `_engine`); images (the logo) are decoded once per renderer.
+    `billing.statements.parallel` runs one renderer per worker process.
     """
 
     def __init__(
@@ -204,8 +213,6 @@ class StatementRenderer:
         issuer_tax_id: str = "",
         payment: formatting.PaymentInstructions = NO_PAYMENT_INSTRUCTIONS,
     ) -> None:
-        from weasyprint import CSS
-
         if page_size not in PAGE_SIZES:
             raise OutputError(f"page size {page_size!r} is not one of {', '.join(PAGE_SIZES)}")
         self._environment = template_environment(override_dir, locale)
@@ -216,10 +223,9 @@ class StatementRenderer:
         self._breakdown = breakdown
         self._issuer_tax_id = issuer_tax_id.strip()
         self._payment = payment
-        roots = asset_roots(override_dir)
+        self._roots = asset_roots(override_dir)
         self._base_url = (override_dir or SHIPPED_TEMPLATES).resolve().as_uri() + "/"
-        self._fetcher = asset_fetcher(roots)
-        self._logo_url = find_asset(LOGO, roots).as_uri()
+        self._logo_url = find_asset(LOGO, self._roots).as_uri()
         self._template = self._environment.get_template("statement.html")
         self._image_cache: dict[str, Any] = {}
         # The optimised path prints the same page faster (same pixels): the chart handed over
@@ -231,13 +237,39 @@ class StatementRenderer:
             override_dir and any((override_dir / name).exists() for name in OPTIMISED_FOR)
         )
         self._memory_images = MemoryImages()
-        self._document_fetcher = memory_fetcher(self._memory_images, self._fetcher)
+        # Read now, compiled on the first print: the renderer prints the stylesheet it was
+        # made with, as the render keys' fingerprint (taken before it) expects.
+        stylesheet = find_asset(STYLESHEET, self._roots)
+        self._stylesheet = (stylesheet.read_bytes(), stylesheet.as_uri())
+        self._page_size = page_size
+
+    @cached_property
+    def _engine(self) -> PrintEngine:
+        """WeasyPrint's part of the renderer, made on the first print: the engine's import
+        (about 1 s a process), the fetchers and the compiled stylesheets. A process whose
+        statements are all unchanged (their render keys match) never loads it."""
+        from weasyprint import CSS
+
+        fetcher = asset_fetcher(self._roots)
         font_config = _font_configuration()
-        stylesheet = find_asset(STYLESHEET, roots)
-        self._stylesheets = [
-            CSS(filename=str(stylesheet), url_fetcher=self._fetcher, font_config=font_config),
-            CSS(string=f"@page {{ size: {page_size}; }}", font_config=font_config),
-        ]
+        return PrintEngine(
+            memory_fetcher(self._memory_images, fetcher),
+            [
+                CSS(
+                    file_obj=io.BytesIO(self._stylesheet[0]),
+                    base_url=self._stylesheet[1],
+                    url_fetcher=fetcher,
+                    font_config=font_config,
+                ),
+                CSS(string=f"@page {{ size: {self._page_size}; }}", font_config=font_config),
+            ],
+        )
+
+    def ready(self) -> StatementRenderer:
+        """The renderer with its engine loaded now, for processes forked from this one (a
+        render pool's workers) to inherit."""
+        _ = self._engine
+        return self
 
     @classmethod
     def from_settings(cls, settings: Settings) -> StatementRenderer:
@@ -364,16 +396,17 @@ class StatementRenderer:
 
         try:
             text = html()
+            engine = self._engine
             if self._optimised:
                 document = html_document(
-                    without_block_whitespace(text), self._base_url, self._document_fetcher
+                    without_block_whitespace(text), self._base_url, engine.document_fetcher
                 )
             else:
                 document = HTML(
-                    string=text, base_url=self._base_url, url_fetcher=self._document_fetcher
+                    string=text, base_url=self._base_url, url_fetcher=engine.document_fetcher
                 )
             pdf: bytes = document.write_pdf(
-                stylesheets=self._stylesheets,
+                stylesheets=engine.stylesheets,
                 font_config=_font_configuration(),
                 cache=self._image_cache,
             )

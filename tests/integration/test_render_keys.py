@@ -6,7 +6,10 @@ from __future__ import annotations
 import email
 import email.policy
 import json
+import os
 import random
+import subprocess
+import sys
 from collections import deque
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -31,6 +34,8 @@ from billing.statements.pdf import SHIPPED_TEMPLATES, StatementRenderer
 from billing.statements.render_keys import sidecar
 from billing.usage.emulator import running_emulator
 from tests.support.agreement import assert_period_agrees, pdf_text, rows
+from tests.support.api_server import settings_env
+from tests.support.print_memo import MEMO_FOLDER
 
 PERIOD = BillingPeriod.parse("2026-10")
 ORGS = 4
@@ -56,6 +61,17 @@ def statement_pdfs(folder: Path) -> Files:
         path.name: (path.read_bytes(), path.stat().st_mtime_ns)
         for path in sorted(folder.glob("org-*.pdf"))
     }
+
+
+def branded_templates(folder: Path) -> Path:
+    """An override folder whose statement.html titles the page "Branded usage statement"."""
+    folder.mkdir()
+    statement_html = (SHIPPED_TEMPLATES / "statement.html").read_text(encoding="utf-8")
+    (folder / "statement.html").write_text(
+        statement_html.replace("Sandbox usage statement", "Branded usage statement"),
+        encoding="utf-8",
+    )
+    return folder
 
 
 @pytest.fixture
@@ -152,13 +168,7 @@ def test_a_template_or_stylesheet_override_prints_every_statement_again(
     folder = close_period(settings, PERIOD, now=clock).folder
     shipped = statement_pdfs(folder)
 
-    templates = tmp_path / "brand"
-    templates.mkdir()
-    statement_html = (SHIPPED_TEMPLATES / "statement.html").read_text(encoding="utf-8")
-    (templates / "statement.html").write_text(
-        statement_html.replace("Sandbox usage statement", "Branded usage statement"),
-        encoding="utf-8",
-    )
+    templates = branded_templates(tmp_path / "brand")
     branded = settings_for(templates_dir=templates)
     result = render_statements(branded, PERIOD)
     assert (result.rendered, result.reused) == (ORGS, 0)
@@ -309,3 +319,38 @@ def test_a_resend_attaches_the_pdf_the_close_wrote_without_printing_it(
     message = email.message_from_bytes(sent[0].read_bytes(), policy=email.policy.default)
     attached = {str(part.get_filename()): part.get_content() for part in message.iter_attachments()}
     assert attached[f"{number}.pdf"] == on_disk
+
+
+def test_a_process_that_prints_nothing_never_loads_weasyprint(
+    settings_for: Callable[..., Settings], tmp_path: Path
+) -> None:
+    """`billing statements render` of an unchanged period in a fresh process: every statement
+    is reused, and the engine (about 1 s to import) is never loaded; the same command after a
+    template change loads it and prints."""
+    settings = settings_for()
+    close_period(settings, PERIOD, now=clock)
+    probe = (
+        "import sys\n"
+        "from billing.cli.app import main\n"
+        "try:\n    main(['statements', 'render', '--period', '2026-10'])\n"
+        "except SystemExit as done:\n    code = done.code\n"
+        "print('LOADED', 'weasyprint' in sys.modules, code)\n"
+    )
+
+    def render_in_a_new_process(env: dict[str, str]) -> str:
+        done = subprocess.run(
+            [sys.executable, "-c", probe],
+            capture_output=True,
+            text=True,
+            # the suite's print memo off: a print here is WeasyPrint's own
+            env={**os.environ, **env, MEMO_FOLDER: ""},
+            cwd=tmp_path,
+            timeout=120,
+            check=True,
+        )
+        return done.stdout.splitlines()[-1]
+
+    assert render_in_a_new_process(settings_env(settings)) == "LOADED False 0"
+    templates = branded_templates(tmp_path / "brand")
+    branded = settings_env(settings_for(templates_dir=templates))
+    assert render_in_a_new_process(branded) == "LOADED True 0"
